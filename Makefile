@@ -1,0 +1,24 @@
+# Two commands do all the set-up: `make demo` and `make test` (each creates .venv when missing).
+PY := .venv/bin/python
+FRESH ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: env oracle-env demo test bench clean
+
+env:
+	@bash tools/setup_env.sh
+
+oracle-env:
+	@bash tools/setup_env.sh oracle
+
+demo: env
+	@$(PY) tools/demo.py $(if $(filter 1,$(FRESH)),--fresh,)
+
+test: env
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: env
+	@for s in tools/benchmarks/bench_*.py; do echo "== $$s"; $(PY) $$s || exit 1; done
+
+clean:
+	rm -rf work_dirs .pytest_cache
