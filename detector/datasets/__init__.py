@@ -1,0 +1,1 @@
+"""Datasets: Waymo I/O (``waymo``), converted-data access (``converted``)."""

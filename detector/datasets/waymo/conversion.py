@@ -1,0 +1,582 @@
+"""Waymo segment TFRecords -> converted data (per-frame .npy points, .npz index, GT database).
+
+The output format is specified in ``detector/datasets/converted.py``; the CLI is
+``tools/convert_waymo.py`` (ARCHITECTURE.md "Data flow": parallel, resumable, atomic).
+
+Atomicity and resume: a segment is written into ``ROOT/<split>/.tmp/<segment>.<random>/``,
+checksummed, renamed to ``ROOT/<split>/segments/<segment>/`` and only then given its manifest
+entry ``ROOT/<split>/manifest/<segment>.json`` (temp file + ``os.replace``). A rerun trusts a
+segment only if its manifest entry exists, its directory exists and the entry's options and
+source (size, mtime) match; anything else - a stale temp dir after Ctrl-C / kill -9, a renamed
+directory without an entry - is deleted and converted again. Each segment's temp files are named
+by segment, so shards (``--shard i/n``) on different machines never touch each other's files.
+
+Corrupt input: records that fail a CRC check or do not decode are reported (file, record index,
+byte offset), counted, kept in the manifest entry, and the rest of the segment is converted; the
+summary's ``ok`` is False whenever anything was skipped or a segment failed.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+import uuid
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numba
+import numpy as np
+
+from ..converted import FORMAT_VERSION, completed_segments, make_frame_id, save_npz, split_dir
+from .frame import LIDAR_NAMES, POINT_COLUMNS, FrameDecodeError, _lidar_ids, decode_frame
+from .tfrecord import read_tfrecord
+
+__all__ = ["convert", "ConversionSummary", "SegmentResult", "convert_segment", "list_inputs",
+           "points_in_boxes", "shard_segments"]
+
+
+# ---------------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _inside(px, py, pz, cx, cy, cz, c, s, hl, hw, hh):
+    dx = px - cx
+    dy = py - cy
+    dz = pz - cz
+    if dz > hh or dz < -hh:
+        return False
+    lx = dx * c + dy * s
+    ly = -dx * s + dy * c
+    return -hl <= lx <= hl and -hw <= ly <= hw
+
+
+@numba.njit(cache=True, nogil=True)
+def _points_in_boxes_kernel(xyz, boxes, cell):
+    """Counting-sort the points into a BEV grid, then test each box only against the points of
+    the cells its bounding circle touches: O(N + points near boxes) instead of O(N * M)."""
+    n, m = xyz.shape[0], boxes.shape[0]
+    offsets = np.zeros(m + 1, np.int64)
+    if n == 0 or m == 0:
+        return offsets, np.empty(0, np.int64)
+    x0, y0 = np.inf, np.inf
+    x1, y1 = -np.inf, -np.inf
+    for i in range(n):
+        x0 = min(x0, xyz[i, 0])
+        x1 = max(x1, xyz[i, 0])
+        y0 = min(y0, xyz[i, 1])
+        y1 = max(y1, xyz[i, 1])
+    while (x1 - x0) / cell * (y1 - y0) / cell > 4.0e6:   # bound the grid's memory
+        cell *= 2.0
+    nx = int((x1 - x0) / cell) + 1
+    ny = int((y1 - y0) / cell) + 1
+    cell_of = np.empty(n, np.int64)
+    start = np.zeros(nx * ny + 1, np.int64)
+    for i in range(n):
+        k = int((xyz[i, 0] - x0) / cell) * ny + int((xyz[i, 1] - y0) / cell)
+        cell_of[i] = k
+        start[k + 1] += 1
+    for k in range(nx * ny):
+        start[k + 1] += start[k]
+    order = np.empty(n, np.int64)
+    fill = start[:-1].copy()
+    for i in range(n):       # ascending i within each cell
+        order[fill[cell_of[i]]] = i
+        fill[cell_of[i]] += 1
+    for pass_ in range(2):
+        if pass_ == 1:
+            for b in range(m):
+                offsets[b + 1] += offsets[b]
+            idx = np.empty(offsets[m], np.int64)
+            pos = offsets[:m].copy()
+        for b in range(m):
+            cx, cy, cz = boxes[b, 0], boxes[b, 1], boxes[b, 2]
+            hl, hw, hh = boxes[b, 3] / 2.0, boxes[b, 4] / 2.0, boxes[b, 5] / 2.0
+            c, s = np.cos(boxes[b, 6]), np.sin(boxes[b, 6])
+            r = np.sqrt(hl * hl + hw * hw)
+            ia = max(0, int(np.floor((cx - r - x0) / cell)))
+            ib = min(nx - 1, int(np.floor((cx + r - x0) / cell)))
+            ja = max(0, int(np.floor((cy - r - y0) / cell)))
+            jb = min(ny - 1, int(np.floor((cy + r - y0) / cell)))
+            for gi in range(ia, ib + 1):
+                for gj in range(ja, jb + 1):
+                    k = gi * ny + gj
+                    for q in range(start[k], start[k + 1]):
+                        i = order[q]
+                        if _inside(np.float64(xyz[i, 0]), np.float64(xyz[i, 1]),
+                                   np.float64(xyz[i, 2]), cx, cy, cz, c, s, hl, hw, hh):
+                            if pass_ == 0:
+                                offsets[b + 1] += 1
+                            else:
+                                idx[pos[b]] = i
+                                pos[b] += 1
+        if pass_ == 1:
+            for b in range(m):
+                idx[offsets[b]:offsets[b + 1]].sort()
+    return offsets, idx
+
+
+def points_in_boxes(xyz: np.ndarray, boxes: np.ndarray, cell: float = 2.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """For (N, >=3) points and (M, 7) boxes: ``offsets`` (M+1,) and ``idx`` such that the points
+    in box b are ``idx[offsets[b]:offsets[b+1]]`` (ascending). Inside = |dx| <= l/2,
+    |dy| <= w/2, |dz| <= h/2 in the box frame (computed in float64)."""
+    xyz = np.asarray(xyz)
+    if xyz.dtype != np.float32 and xyz.dtype != np.float64:
+        xyz = xyz.astype(np.float64)
+    boxes = np.ascontiguousarray(boxes, dtype=np.float64).reshape(-1, 7)
+    return _points_in_boxes_kernel(xyz[:, :3], boxes, float(cell))
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SegmentResult:
+    segment: str
+    source: str
+    status: str                 # "converted" | "resumed" | "failed"
+    frames: int = 0
+    points: int = 0
+    gt_objects: int = 0
+    seconds: float = 0.0
+    corrupt: list[dict] = field(default_factory=list)   # {file, index, offset, reason}
+    error: str = ""
+
+
+@dataclass
+class ConversionSummary:
+    out_root: str
+    split: str
+    segments: list[SegmentResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.segments)
+
+    @property
+    def frames_converted(self) -> int:
+        return sum(s.frames for s in self.segments if s.status == "converted")
+
+    @property
+    def num_corrupt(self) -> int:
+        return sum(len(s.corrupt) for s in self.segments)
+
+    @property
+    def num_failed(self) -> int:
+        return sum(s.status == "failed" for s in self.segments)
+
+    @property
+    def num_resumed(self) -> int:
+        return sum(s.status == "resumed" for s in self.segments)
+
+    @property
+    def ok(self) -> bool:
+        return self.num_corrupt == 0 and self.num_failed == 0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames_converted / self.seconds if self.seconds > 0 else 0.0
+
+    def table(self) -> str:
+        rows = [("segment", "status", "frames", "points", "gt_objs", "corrupt", "s")]
+        for s in self.segments:
+            rows.append((s.segment, s.status, str(s.frames), str(s.points), str(s.gt_objects),
+                         str(len(s.corrupt)), f"{s.seconds:.1f}"))
+        rows.append(("TOTAL", f"{len(self.segments)} seg", str(self.frames),
+                     str(sum(s.points for s in self.segments)),
+                     str(sum(s.gt_objects for s in self.segments)), str(self.num_corrupt),
+                     f"{self.seconds:.1f}"))
+        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(r))
+                 for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.insert(len(lines) - 1, "-" * len(lines[0]))
+        out = "\n".join(lines)
+        out += (f"\n{self.frames_converted} frames converted in {self.seconds:.1f} s "
+                f"({self.frames_per_s:.2f} frames/s); {self.num_resumed} segment(s) already done")
+        for s in self.segments:
+            for c in s.corrupt:
+                out += (f"\nSKIPPED {c['file']}: record {c['index']} at byte offset "
+                        f"{c['offset']}: {c['reason']}")
+            if s.error:
+                out += f"\nFAILED {s.source}: {s.error}"
+        if not self.ok:
+            out += (f"\n{self.num_corrupt} corrupt record(s) skipped, {self.num_failed} "
+                    "segment(s) failed")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+def list_inputs(inputs: Iterable) -> list[Path]:
+    """.tfrecord files given directly or found (non-recursively) in folders; sorted by name."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files: list[Path] = []
+    for inp in inputs:
+        p = Path(inp)
+        if p.is_dir():
+            files.extend(sorted(q for q in p.iterdir()
+                                if q.is_file() and q.name.endswith(".tfrecord")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input {p} does not exist")
+    seen: dict[str, Path] = {}
+    for f in files:
+        name = segment_name(f)
+        if name in seen and seen[name].resolve() != f.resolve():
+            raise ValueError(f"two inputs map to segment {name!r}: {seen[name]} and {f}")
+        seen[name] = f
+    return sorted(seen.values(), key=segment_name)
+
+
+def segment_name(path: Path) -> str:
+    n = Path(path).name
+    return n[:-len(".tfrecord")] if n.endswith(".tfrecord") else n
+
+
+def shard_segments(files: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+    if shard is None:
+        return list(files)
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+    return list(files)[i::n]
+
+
+def _source_info(src: Path) -> dict:
+    st = src.stat()
+    return {"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> str:
+    """Write ``arr`` as .npy, fsync it, return the sha256 of the file's bytes (hashed from
+    memory, not re-read)."""
+    arr = np.ascontiguousarray(arr)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    h = hashlib.sha256(head.getvalue())
+    if arr.size:  # (a memoryview of an empty array cannot be cast)
+        h.update(memoryview(arr).cast("B"))
+    with open(path, "wb") as f:
+        f.write(head.getvalue())
+        arr.tofile(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return h.hexdigest()
+
+
+def _cat(parts: list, dtype, width: int | None = None) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts).astype(dtype, copy=False)
+    return np.zeros((0,) if width is None else (0, width), dtype)
+
+
+def _is_trusted(sdir: Path, seg: str, entry: dict | None, options: dict, source: dict) -> bool:
+    return (entry is not None and entry.get("options") == options
+            and entry.get("source") == source and (sdir / "segments" / seg).is_dir())
+
+
+def convert_segment(src, out_root, split: str, options: dict,
+                    progress: Callable[[int], None] | None = None) -> SegmentResult:
+    """Convert one segment file (atomically; see the module docstring)."""
+    t0 = time.perf_counter()
+    src = Path(src)
+    seg = segment_name(src)
+    sdir = split_dir(out_root, split)
+    res = SegmentResult(seg, str(src), "converted")
+    tmp_root = sdir / ".tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    # left over by an interrupted run of this segment (only this shard converts it)
+    for stale in tmp_root.glob(f"{glob.escape(seg)}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = tmp_root / f"{seg}.{uuid.uuid4().hex}"
+    (tmp / "points").mkdir(parents=True)
+    writer = ThreadPoolExecutor(1, thread_name_prefix="npy-writer")
+    try:
+        source = _source_info(src)
+        returns, lidars = options["returns"], options["lidars"]
+        interval = options["sampled_interval"]
+        fr = {k: [] for k in ("frame_index", "timestamp_micros", "frame_id", "context_name",
+                              "num_points", "pose")}
+        lab = {k: [] for k in ("boxes", "types", "difficulty", "num_points_in_box",
+                               "num_top_points_in_box", "ids", "speed", "accel")}
+        box_offsets = [0]
+        gt = {k: [] for k in ("type", "box", "difficulty", "num_points", "frame_index", "id")}
+        gt_pts: list[np.ndarray] = []
+        reader = read_tfrecord(src, skip_corrupt=True)
+        writes: dict = {}
+        in_flight: deque = deque()
+        for payload in reader:
+            fi = reader.last_index
+            if fi % interval:
+                continue
+            try:
+                d = decode_frame(payload, returns=returns, lidars=lidars)
+            except FrameDecodeError as e:
+                res.corrupt.append(dict(file=str(src), index=fi, offset=reader.last_offset,
+                                        reason=f"frame does not decode: {e}"))
+                continue
+            # the disk write + hash + fsync overlap with decoding the next frame
+            rel = f"points/{fi:06d}.npy"
+            writes[rel] = writer.submit(_save_npy, tmp / rel, d.points)
+            in_flight.append(writes[rel])
+            while len(in_flight) > 2:   # bound the memory held by queued frames
+                in_flight.popleft().result()
+            fr["frame_index"].append(fi)
+            fr["timestamp_micros"].append(d.timestamp_micros)
+            fr["frame_id"].append(make_frame_id(d.context_name, d.timestamp_micros))
+            fr["context_name"].append(d.context_name)
+            fr["num_points"].append(d.points.shape[0])
+            fr["pose"].append(d.pose)
+            for k in lab:
+                lab[k].append(getattr(d, k))
+            box_offsets.append(box_offsets[-1] + d.num_boxes)
+            offs, idx = points_in_boxes(d.points, d.boxes)
+            for b in range(d.num_boxes):
+                k = int(offs[b + 1] - offs[b])
+                if k == 0:
+                    continue
+                p = d.points[idx[offs[b]:offs[b + 1]]].copy()
+                p[:, :3] -= d.boxes[b, :3]
+                gt_pts.append(p)
+                gt["type"].append(d.types[b])
+                gt["box"].append(d.boxes[b])
+                gt["difficulty"].append(d.difficulty[b])
+                gt["num_points"].append(k)
+                gt["frame_index"].append(fi)
+                gt["id"].append(d.ids[b])
+            res.frames += 1
+            res.points += int(d.points.shape[0])
+            if progress is not None:
+                progress(1)
+        for s in reader.skipped:
+            res.corrupt.append(dict(file=s.path, index=s.index, offset=s.offset, reason=s.reason))
+        res.corrupt.sort(key=lambda c: c["index"])
+        nf = len(fr["frame_index"])
+        frames = {
+            "frame_index": np.asarray(fr["frame_index"], np.int64),
+            "timestamp_micros": np.asarray(fr["timestamp_micros"], np.int64),
+            "frame_id": np.asarray(fr["frame_id"], np.int64),
+            "context_name": np.asarray(fr["context_name"], dtype=str) if nf else np.zeros(0, "<U1"),
+            "num_points": np.asarray(fr["num_points"], np.int64),
+            "pose": np.asarray(fr["pose"], np.float64).reshape(nf, 4, 4),
+            "box_offsets": np.asarray(box_offsets, np.int64),
+            "boxes": _cat(lab["boxes"], np.float32, 7),
+            "types": _cat(lab["types"], np.int8),
+            "difficulty": _cat(lab["difficulty"], np.int8),
+            "num_points_in_box": _cat(lab["num_points_in_box"], np.int32),
+            "num_top_points_in_box": _cat(lab["num_top_points_in_box"], np.int32),
+            "ids": np.asarray(sum(lab["ids"], []), dtype=str) if box_offsets[-1]
+            else np.zeros(0, "<U1"),
+            "speed": _cat(lab["speed"], np.float32, 3),
+            "accel": _cat(lab["accel"], np.float32, 3),
+        }
+        save_npz(tmp / "frames.npz", frames)
+        k = len(gt["type"])
+        save_npz(tmp / "gt_index.npz", {
+            "type": np.asarray(gt["type"], np.int8),
+            "box": np.asarray(gt["box"], np.float32).reshape(k, 7),
+            "difficulty": np.asarray(gt["difficulty"], np.int8),
+            "num_points": np.asarray(gt["num_points"], np.int32),
+            "frame_index": np.asarray(gt["frame_index"], np.int64),
+            "offset": np.concatenate([[0], np.cumsum(gt["num_points"], dtype=np.int64)[:-1]]
+                                     ).astype(np.int64) if k else np.zeros(0, np.int64),
+            "id": np.asarray(gt["id"], dtype=str) if k else np.zeros(0, "<U1"),
+        })
+        file_sums = {rel: fu.result() for rel, fu in writes.items()}
+        file_sums["gt_points.npy"] = _save_npy(
+            tmp / "gt_points.npy", np.concatenate(gt_pts) if gt_pts else
+            np.zeros((0, len(POINT_COLUMNS)), np.float32))
+        res.gt_objects = k
+        for name in ("frames.npz", "gt_index.npz"):
+            file_sums[name] = _sha256_file(tmp / name)
+            fd = os.open(tmp / name, os.O_RDONLY)   # durable before the rename makes it visible
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        on_disk = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        if on_disk != sorted(file_sums):
+            raise RuntimeError(f"{tmp}: files {on_disk} differ from those written")
+        file_sums = dict(sorted(file_sums.items()))
+        checksum = hashlib.sha256("".join(f"{f} {h}\n" for f, h in file_sums.items())
+                                  .encode()).hexdigest()
+        dest = sdir / "segments" / seg
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (sdir / "manifest").mkdir(parents=True, exist_ok=True)
+        mpath = sdir / "manifest" / f"{seg}.json"
+        if mpath.exists():          # an old entry (other options / source): invalidate it first
+            mpath.unlink()
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        _write_json_atomic(mpath, {
+            "format_version": FORMAT_VERSION, "segment": seg, "num_frames": res.frames,
+            "num_points": res.points, "num_gt_objects": k, "sha256": checksum,
+            "files": file_sums, "options": options, "source": source,
+            "corrupt_records": res.corrupt})
+    except Exception as e:  # report, let the other segments finish
+        writer.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+    except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        writer.shutdown(wait=True)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+# worker-side progress through a manager queue (ProcessPoolExecutor)
+_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+
+
+def _worker(src, out_root, split, options) -> SegmentResult:
+    return convert_segment(src, out_root, split, options,
+                           progress=(lambda n: _QUEUE.put(n)) if _QUEUE is not None else None)
+
+
+def _drain(q, tick) -> None:
+    import queue
+    while True:
+        try:
+            n = q.get_nowait()
+        except queue.Empty:
+            return
+        if tick:
+            tick(n)
+
+
+def _start_method() -> str:
+    """'fork' (workers start in milliseconds) unless the caller may have threads that make
+    forking unsafe (torch's thread pools); then 'spawn'."""
+    import multiprocessing as mp
+    import sys
+    if "fork" in mp.get_all_start_methods() and "torch" not in sys.modules:
+        return "fork"
+    return "spawn"
+
+
+def verify_segment(out_root, split: str, entry: dict) -> bool:
+    """Recompute the checksums of a completed segment."""
+    d = split_dir(out_root, split) / "segments" / entry["segment"]
+    return all((d / f).is_file() and _sha256_file(d / f) == h for f, h in entry["files"].items())
+
+
+def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, int] | None = None,
+            sampled_interval: int = 1, returns: Sequence[int] = (1, 2),
+            lidars: Sequence | None = None, progress: bool = True, verify: bool = False,
+            log: Callable[[str], None] | None = print) -> ConversionSummary:
+    """Convert segments to ``out_root/split`` (see ``detector/datasets/converted.py``).
+
+    inputs: .tfrecord files and/or folders of them. ``shard=(i, n)`` keeps segments i, i+n, ...
+    (0-based) of the name-sorted list. Completed segments are skipped (``verify=True`` also
+    re-hashes their files). Returns a :class:`ConversionSummary`; ``summary.ok`` is False if a
+    record was skipped or a segment failed.
+    """
+    t0 = time.perf_counter()
+    if not split or "/" in split or split.startswith("."):
+        raise ValueError(f"bad split name {split!r}")
+    if sampled_interval < 1:
+        raise ValueError(f"sampled_interval must be >= 1, got {sampled_interval}")
+    rets = sorted(set(int(r) for r in returns))
+    if not rets or any(r not in (1, 2) for r in rets):
+        raise ValueError(f"returns must be a non-empty subset of (1, 2), got {list(returns)}")
+    options = {"returns": rets, "lidars": [LIDAR_NAMES[i] for i in _lidar_ids(lidars)],
+               "sampled_interval": int(sampled_interval)}
+    files = shard_segments(list_inputs(inputs), shard)
+    out_root = Path(out_root)
+    sdir = split_dir(out_root, split)
+    sdir.mkdir(parents=True, exist_ok=True)
+    done = completed_segments(out_root, split)
+    summary = ConversionSummary(str(out_root), split)
+    results: dict[str, SegmentResult] = {}
+    todo = []
+    for f in files:
+        seg = segment_name(f)
+        entry = done.get(seg)
+        if _is_trusted(sdir, seg, entry, options, _source_info(f)) and \
+                (not verify or verify_segment(out_root, split, entry)):
+            results[seg] = SegmentResult(seg, str(f), "resumed", entry["num_frames"],
+                                         entry["num_points"], entry["num_gt_objects"],
+                                         corrupt=list(entry.get("corrupt_records", [])))
+        else:
+            todo.append(f)
+    if log and results:
+        log(f"{len(results)} segment(s) already converted, {len(todo)} to do")
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=None, unit="frame", desc=f"convert {split}", dynamic_ncols=True)
+    tick = (lambda n: bar.update(n)) if bar is not None else None
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for f in todo:
+                r = convert_segment(f, out_root, split, options, progress=tick)
+                results[r.segment] = r
+        else:
+            import multiprocessing as mp
+            ctx = mp.get_context(_start_method())
+            q = ctx.Queue()
+            ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                     initializer=_init_worker, initargs=(q,))
+            try:
+                futs = {ex.submit(_worker, f, out_root, split, options): f for f in todo}
+                pending = set(futs)
+                while pending:
+                    fin, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(q, tick)
+                    for fu in fin:
+                        try:
+                            r = fu.result()
+                        except Exception as e:  # the worker process died
+                            src = futs[fu]
+                            r = SegmentResult(segment_name(src), str(src), "failed",
+                                              error=f"{type(e).__name__}: {e}")
+                        results[r.segment] = r
+                _drain(q, tick)
+                ex.shutdown(wait=True)
+            except BaseException:
+                # Ctrl-C: stop now. Workers are killed mid-segment on purpose: an unfinished
+                # segment is only a temp dir, which the next run deletes and redoes.
+                procs = list((getattr(ex, "_processes", None) or {}).values())
+                ex.shutdown(wait=False, cancel_futures=True)
+                for p in procs:
+                    p.kill()
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.segments = [results[k] for k in sorted(results)]
+    summary.seconds = time.perf_counter() - t0
+    return summary
