@@ -1,0 +1,1 @@
+"""Evaluation: the official Waymo 3D detection metric (``detector.evaluation.waymo``)."""
