@@ -1,0 +1,316 @@
+"""The detection head: shared BEV conv -> GradDrop (one copy per task) -> per-group branches.
+
+Layout (CenterPoint's multi-group head, with GradDrop placed as docs/GRADDROP.md requires):
+
+    BEV map -> shared 3x3 conv + BN + ReLU  (the last shared activation A)
+            -> GradDrop(A) -> one copy of A per GradDrop task
+            -> for each class group g, each branch b: [3x3 conv + BN + ReLU] x n -> 3x3 conv
+               branches: heatmap (classes of g), offset (2), z (1), size (3, log), heading (2,
+               sin/cos), optional iou (1)
+
+Which branch reads which copy (``graddrop.grouping``):
+  ``"cls_box"``   (default) 2 tasks: every heatmap branch / every regression (+iou) branch
+  ``"per_branch"`` one task per (group, branch)
+  ``"per_group"``  one task per class group
+  ``"per_group_cls_box"`` cls and box per class group (2 x groups tasks)
+``graddrop.mode``: ``"graddrop"`` (GradDrop), ``"random_sign"`` (the paper's random-sign ablation)
+or ``"off"`` (every branch reads A itself: the plain sum of the task gradients reaches the trunk).
+The other ``graddrop`` keys are GradDrop's constructor arguments (``leaks`` - one per task, a
+single float, or a dict task name -> leak -, ``keep_prob``, ``scale``, ``renormalize``,
+``use_input_sign``, ``eps``, ``backend``); ``batch_separated`` defaults to True, and ``seed``
+(default 0) seeds the layer's own ``torch.Generator`` (``head.graddrop.generator``).
+
+Losses (each its own entry, so mmengine logs each; summed for the backward):
+``loss_heatmap`` (Gaussian focal loss) and ``loss_reg_<branch>`` (L1 at the centre cells), plus
+``loss_iou`` with the IoU branch; every one divided by the number of objects of its group in the
+batch (at least 1) and multiplied by its weight in ``loss_weights``. With several class groups
+each key gets the suffix ``_<group name>`` (the group's class names joined by ``_``, lower case).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from detector.models.losses import gaussian_focal_loss, masked_l1_loss
+from detector.models.targets import (REG_BRANCHES, BEVGrid, decode_boxes, decode_heatmap,
+                                     encode_targets, gather_cells)
+from detector.models.types import HeadOutputs
+from detector.registry import MODELS
+from detector.structures import Det3DSample, Detections
+
+GROUPINGS = ("cls_box", "per_branch", "per_group", "per_group_cls_box")
+GRADDROP_MODES = ("graddrop", "random_sign", "off")
+
+DEFAULT_TRAIN_CFG = dict(gaussian_overlap=0.1, min_radius=2, max_objs=500,
+                         range_filter="center_bev", min_points_in_box=0)
+DEFAULT_TEST_CFG = dict(top_k=500, score_threshold=0.1, pool_kernel=3, nms_iou_threshold=0.7,
+                        nms_pre_max_size=4096, nms_post_max_size=500, max_per_frame=500,
+                        iou_rectifier=0.0, nms=True)
+DEFAULT_LOSS_WEIGHTS = dict(heatmap=1.0, offset=0.25, z=0.25, size=0.25, heading=0.25, iou=1.0)
+
+
+def _cbr(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class _Branch(nn.Sequential):
+    def __init__(self, cin: int, mid: int, cout: int, num_convs: int, final_bias: float | None):
+        layers: list[nn.Module] = []
+        for i in range(num_convs):
+            layers += _cbr(cin if i == 0 else mid, mid)
+        last = nn.Conv2d(mid if num_convs else cin, cout, 3, padding=1, bias=True)
+        if final_bias is not None:
+            nn.init.constant_(last.bias, final_bias)
+        else:
+            nn.init.zeros_(last.bias)
+        super().__init__(*layers, last)
+
+
+@MODELS.register_module()
+class CenterHead(nn.Module):
+    """Multi-group centre head with GradDrop before the task branches.
+
+    Args:
+        in_channels: BEV channels in (filled in by the detector from the neck).
+        class_groups: list of class-name lists, one head per group (default ``[["VEHICLE"]]``);
+            the model's flat ``class_names`` is their concatenation.
+        grid: a :class:`BEVGrid` or dict(point_cloud_range, voxel_size, out_size_factor) (filled
+            in by the detector).
+        share_channels: channels of the shared conv (default 64).
+        head_channels: channels inside each branch (default 64).
+        num_branch_convs: 3x3 conv+BN+ReLU layers per branch before its output conv (default 1).
+        with_iou: add the IoU-prediction branch (default False).
+        heatmap_init_bias: initial heatmap logit bias (default -2.19, i.e. p = 0.1).
+        graddrop: dict(mode=..., grouping=..., leaks=..., ...), see the module docstring.
+        loss_weights: per-branch weights (keys heatmap, offset, z, size, heading, iou).
+        focal_alpha, focal_beta: Gaussian focal loss exponents (default 2, 4).
+        train_cfg: target options (gaussian_overlap=0.1, min_radius=2, max_objs=500,
+            range_filter="center_bev"|"center_3d", min_points_in_box=0).
+        test_cfg: decoding options (top_k=500, score_threshold=0.1, pool_kernel=3, nms=True,
+            nms_iou_threshold=0.7, nms_pre_max_size=4096, nms_post_max_size=500,
+            max_per_frame=500, iou_rectifier=0.0).
+    """
+
+    def __init__(self, in_channels: int | None = None,
+                 class_groups: Sequence[Sequence[str]] = (("VEHICLE",),),
+                 grid: BEVGrid | dict | None = None, share_channels: int = 64,
+                 head_channels: int = 64, num_branch_convs: int = 1, with_iou: bool = False,
+                 heatmap_init_bias: float = -2.19, graddrop: dict | None = None,
+                 loss_weights: dict | None = None, focal_alpha: float = 2.0, focal_beta: float = 4.0,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None):
+        super().__init__()
+        if in_channels is None or grid is None:
+            raise ValueError("CenterHead needs in_channels and grid; CenterPointDetector fills them in")
+        if not class_groups or any(len(g) == 0 for g in class_groups):
+            raise ValueError(f"CenterHead.class_groups must be non-empty lists, got {class_groups!r}")
+        self.class_groups = [list(g) for g in class_groups]
+        self.class_names = [c for g in self.class_groups for c in g]
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"CenterHead.class_groups repeat a class: {self.class_groups}")
+        self.grid = grid if isinstance(grid, BEVGrid) else BEVGrid(
+            tuple(grid["point_cloud_range"]), tuple(grid["voxel_size"]), float(grid["out_size_factor"]))
+        self.with_iou = with_iou
+        unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(f"CenterHead.loss_weights has unknown keys {sorted(unknown)}; "
+                             f"known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        self.focal_alpha, self.focal_beta = focal_alpha, focal_beta
+        self.train_cfg = {**DEFAULT_TRAIN_CFG, **(train_cfg or {})}
+        self.test_cfg = {**DEFAULT_TEST_CFG, **(test_cfg or {})}
+
+        self.shared_conv = nn.Sequential(*_cbr(in_channels, share_channels))
+        self.branch_names = ["heatmap", *REG_BRANCHES] + (["iou"] if with_iou else [])
+        self.heads = nn.ModuleList()
+        for group in self.class_groups:
+            branches = nn.ModuleDict()
+            for name in self.branch_names:
+                cout = len(group) if name == "heatmap" else REG_BRANCHES.get(name, 1)
+                bias = heatmap_init_bias if name == "heatmap" else None
+                branches[name] = _Branch(share_channels, head_channels, cout, num_branch_convs, bias)
+            self.heads.append(branches)
+        self.group_names = ["_".join(g).lower() for g in self.class_groups]
+        self._build_graddrop(dict(graddrop or {}))
+
+    # ----------------------------------------------------------------- GradDrop task layout
+    def _build_graddrop(self, cfg: dict) -> None:
+        mode = cfg.pop("mode", "graddrop")
+        grouping = cfg.pop("grouping", "cls_box")
+        if mode not in GRADDROP_MODES:
+            raise ValueError(f"CenterHead.graddrop.mode must be one of {GRADDROP_MODES}, got {mode!r}")
+        if grouping not in GROUPINGS:
+            raise ValueError(f"CenterHead.graddrop.grouping must be one of {GROUPINGS}, got {grouping!r}")
+        self.graddrop_mode, self.graddrop_grouping = mode, grouping
+        task_of: dict[tuple[int, str], int] = {}
+        names: list[str] = []
+        for g, gname in enumerate(self.group_names):
+            for b in self.branch_names:
+                kind = "cls" if b == "heatmap" else "box"
+                if grouping == "cls_box":
+                    key = kind
+                elif grouping == "per_branch":
+                    key = f"{gname}/{b}"
+                elif grouping == "per_group":
+                    key = gname
+                else:
+                    key = f"{gname}/{kind}"
+                if key not in names:
+                    names.append(key)
+                task_of[(g, b)] = names.index(key)
+        self.task_names = names
+        self.task_of = task_of
+        if mode == "off":
+            # The other options stay accepted (and unused) so that one key flips the mode.
+            self.graddrop = None
+            return
+        from ops.graddrop import GradDrop
+
+        cfg.setdefault("batch_separated", True)
+        leaks = cfg.pop("leaks", None)
+        if leaks is None:
+            leaks = (0.0,) * len(names)
+        elif isinstance(leaks, (int, float)):
+            leaks = (float(leaks),) * len(names)
+        elif isinstance(leaks, dict):
+            unknown = set(leaks) - set(names)
+            if unknown:
+                raise ValueError(f"CenterHead.graddrop.leaks names unknown tasks {sorted(unknown)}; "
+                                 f"tasks are {names}")
+            leaks = tuple(float(leaks.get(n, 0.0)) for n in names)
+        elif len(leaks) != len(names):
+            raise ValueError(f"CenterHead.graddrop.leaks has {len(leaks)} values for {len(names)} "
+                             f"tasks {names}")
+        # GradDrop draws from its own generator, so runs are reproducible and the engine's seeding
+        # hooks (which reseed every torch.Generator a module owns) control it.
+        generator = torch.Generator().manual_seed(int(cfg.pop("seed", 0)))
+        self.graddrop = GradDrop(num_tasks=len(names), leaks=tuple(leaks),
+                                 random_sign=(mode == "random_sign"), generator=generator, **cfg)
+
+    def loss_keys_of_task(self) -> list[list[str]]:
+        """For each GradDrop task (in ``task_names`` order), the loss keys it produces."""
+        out: list[list[str]] = [[] for _ in self.task_names]
+        for (g, b), t in self.task_of.items():
+            out[t].append(self._loss_key(g, b))
+        return out
+
+    def _loss_key(self, g: int, branch: str) -> str:
+        base = "loss_heatmap" if branch == "heatmap" else (
+            "loss_iou" if branch == "iou" else f"loss_reg_{branch}")
+        return base if len(self.class_groups) == 1 else f"{base}_{self.group_names[g]}"
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> HeadOutputs:
+        h, w = self.grid.shape
+        if x.shape[-2:] != (h, w):
+            raise ValueError(f"CenterHead: BEV map is {tuple(x.shape[-2:])} but the grid "
+                             f"{self.grid} implies {(h, w)}")
+        shared = self.shared_conv(x)
+        if self.graddrop is not None:
+            copies = self.graddrop(shared)
+            if isinstance(copies, torch.Tensor):
+                copies = (copies,)
+        else:
+            copies = (shared,) * len(self.task_names)
+        groups = []
+        for g, branches in enumerate(self.heads):
+            groups.append({b: branches[b](copies[self.task_of[(g, b)]]) for b in self.branch_names})
+        return HeadOutputs(groups=groups, shared=shared)
+
+    # ----------------------------------------------------------------- training
+    def targets(self, data_samples: Sequence[Det3DSample], points: Sequence[torch.Tensor] | None = None):
+        """Per group: dict(heatmap (B,C,H,W), indices (B,K), mask (B,K), reg{branch: (B,K,c)},
+        boxes (B,K,7))."""
+        cfg = self.train_cfg
+        out = []
+        offset = 0
+        for group in self.class_groups:
+            classes = list(range(offset, offset + len(group)))
+            offset += len(group)
+            frames = []
+            for i, s in enumerate(data_samples):
+                frames.append(encode_targets(
+                    s.gt_boxes, s.gt_labels, classes, self.grid, cfg["gaussian_overlap"],
+                    cfg["min_radius"], cfg["max_objs"], cfg["range_filter"],
+                    points[i] if points is not None else None, cfg["min_points_in_box"]))
+            out.append(dict(
+                heatmap=torch.stack([f.heatmap for f in frames]),
+                indices=torch.stack([f.indices for f in frames]),
+                mask=torch.stack([f.mask for f in frames]),
+                reg={k: torch.stack([f.reg[k] for f in frames]) for k in REG_BRANCHES},
+                boxes=torch.stack([f.boxes for f in frames])))
+        return out
+
+    def loss(self, outputs: HeadOutputs, data_samples: Sequence[Det3DSample],
+             points: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        if self.train_cfg["min_points_in_box"] > 0 and points is None:
+            raise ValueError("CenterHead.train_cfg.min_points_in_box > 0 needs the points")
+        targets = self.targets(data_samples, points)
+        losses: dict[str, torch.Tensor] = {}
+        for g, (pred, tgt) in enumerate(zip(outputs.groups, targets)):
+            mask = tgt["mask"]
+            num = mask.sum().clamp(min=1).float()
+            losses[self._loss_key(g, "heatmap")] = self.loss_weights["heatmap"] * gaussian_focal_loss(
+                pred["heatmap"], tgt["heatmap"], self.focal_alpha, self.focal_beta) / num
+            gathered = {b: gather_cells(pred[b], tgt["indices"]) for b in self.branch_names
+                        if b != "heatmap"}
+            for b in REG_BRANCHES:
+                losses[self._loss_key(g, b)] = self.loss_weights[b] * masked_l1_loss(
+                    gathered[b], tgt["reg"][b], mask) / num
+            if self.with_iou:
+                with torch.no_grad():
+                    pred_boxes = decode_boxes({b: gathered[b] for b in REG_BRANCHES},
+                                              tgt["indices"], self.grid)
+                    iou_t = self._aligned_iou3d(pred_boxes[mask], tgt["boxes"][mask])
+                iou_pred = gathered["iou"][mask][:, 0]
+                losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * (
+                    (iou_pred - (2 * iou_t - 1)).abs().sum() / num)
+        return losses
+
+    @staticmethod
+    def _aligned_iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """IoU3D of row i of ``a`` with row i of ``b`` (via ops.iou3d's pairwise matrix)."""
+        if a.shape[0] == 0:
+            return a.new_zeros(0)
+        from ops.iou3d import boxes_iou3d
+
+        iou = torch.as_tensor(boxes_iou3d(a.float().contiguous(), b.float().contiguous()))
+        return iou.diagonal().to(a)
+
+    # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict(self, outputs: HeadOutputs, data_samples: Sequence[Det3DSample] | None = None
+                ) -> list[Detections]:
+        cfg = self.test_cfg
+        batch = outputs.groups[0]["heatmap"].shape[0]
+        per_frame: list[list[tuple]] = [[] for _ in range(batch)]
+        offset = 0
+        for g, pred in enumerate(outputs.groups):
+            decoded = decode_heatmap(pred["heatmap"], {b: pred[b] for b in REG_BRANCHES}, self.grid,
+                                     cfg["top_k"], cfg["score_threshold"], cfg["pool_kernel"],
+                                     pred.get("iou"), cfg["iou_rectifier"])
+            for i, (boxes, scores, channel) in enumerate(decoded):
+                if cfg["nms"] and boxes.shape[0] > 0:
+                    from ops.iou3d import nms_bev
+
+                    keep = torch.as_tensor(nms_bev(boxes, scores, cfg["nms_iou_threshold"],
+                                                   cfg["nms_pre_max_size"], cfg["nms_post_max_size"]),
+                                           dtype=torch.long, device=boxes.device)
+                    boxes, scores, channel = boxes[keep], scores[keep], channel[keep]
+                per_frame[i].append((boxes, scores, channel + offset))
+            offset += len(self.class_groups[g])
+        results = []
+        for i, parts in enumerate(per_frame):
+            boxes = torch.cat([p[0] for p in parts]).float()
+            scores = torch.cat([p[1] for p in parts]).float()
+            labels = torch.cat([p[2] for p in parts]).long()
+            if scores.numel() > cfg["max_per_frame"]:
+                top = scores.topk(cfg["max_per_frame"]).indices
+                boxes, scores, labels = boxes[top], scores[top], labels[top]
+            s = data_samples[i] if data_samples is not None else None
+            results.append(Detections(boxes, scores, labels,
+                                      frame_id=s.frame_id if s is not None else 0,
+                                      context_name=s.context_name if s is not None else "",
+                                      timestamp_micros=s.timestamp_micros if s is not None else 0))
+        return results

@@ -1,0 +1,103 @@
+"""Moves a batch to the model's device and voxelizes it (ops/voxelize.py), as the model's
+mmengine data preprocessor.
+
+Input (from the data loader): ``dict(inputs=dict(points=[Tensor (N_i, C)]), data_samples=[...])``
+with columns ``MODEL_POINT_FEATURES``. Output: the same dict with ``inputs["voxels"]`` a
+:class:`VoxelBatch` added (the per-frame point lists stay, for dynamic encoders and target
+filtering).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from mmengine.model import BaseDataPreprocessor
+
+from detector.models.types import VoxelBatch
+from detector.registry import MODELS
+
+
+def grid_size_of(voxel_size: Sequence[float], point_cloud_range: Sequence[float]) -> tuple[int, int, int]:
+    """Voxel grid size ``(nx, ny, nz)`` of a range; the range must be a whole number of voxels."""
+    vs = np.asarray(voxel_size, dtype=np.float64)
+    pcr = np.asarray(point_cloud_range, dtype=np.float64)
+    if vs.shape != (3,) or pcr.shape != (6,):
+        raise ValueError(f"voxel_size must have 3 values and point_cloud_range 6, got "
+                         f"voxel_size={list(voxel_size)}, point_cloud_range={list(point_cloud_range)}")
+    extent = pcr[3:] - pcr[:3]
+    if np.any(vs <= 0) or np.any(extent <= 0):
+        raise ValueError(f"voxel_size {list(voxel_size)} and the extent of point_cloud_range "
+                         f"{list(point_cloud_range)} must be positive")
+    n = extent / vs
+    rounded = np.round(n)
+    if np.any(np.abs(n - rounded) > 1e-4):
+        raise ValueError(f"point_cloud_range {list(point_cloud_range)} is not a whole number of "
+                         f"voxels of size {list(voxel_size)} (got {n.tolist()} voxels)")
+    return tuple(int(v) for v in rounded)
+
+
+@MODELS.register_module()
+class VoxelDataPreprocessor(BaseDataPreprocessor):
+    """Voxelizes point clouds on the fly.
+
+    Args:
+        voxel_size: (vx, vy, vz) metres.
+        point_cloud_range: (x_min, y_min, z_min, x_max, y_max, z_max) metres.
+        max_points_per_voxel: hard mode only; points beyond it are dropped (default 5).
+        max_voxels: hard mode only; ``(train, test)`` caps per frame, or one int for both.
+        mode: ``"hard"`` (voxels (V, P, C) for ``MeanVFE``) or ``"dynamic"`` (per-point voxel ids
+            for ``DynamicMeanVFE``).
+    """
+
+    def __init__(self, voxel_size: Sequence[float], point_cloud_range: Sequence[float],
+                 max_points_per_voxel: int = 5, max_voxels: int | Sequence[int] = (150000, 150000),
+                 mode: str = "hard", non_blocking: bool = False):
+        super().__init__(non_blocking=non_blocking)
+        if mode not in ("hard", "dynamic"):
+            raise ValueError(f"VoxelDataPreprocessor.mode must be 'hard' or 'dynamic', got {mode!r}")
+        self.voxel_size = [float(v) for v in voxel_size]
+        self.point_cloud_range = [float(v) for v in point_cloud_range]
+        self.grid_size = grid_size_of(self.voxel_size, self.point_cloud_range)
+        self.max_points_per_voxel = int(max_points_per_voxel)
+        if isinstance(max_voxels, int):
+            max_voxels = (max_voxels, max_voxels)
+        if len(max_voxels) != 2:
+            raise ValueError(f"max_voxels must be an int or (train, test), got {max_voxels!r}")
+        self.max_voxels = (int(max_voxels[0]), int(max_voxels[1]))
+        self.mode = mode
+
+    def voxelize(self, points_list: list[torch.Tensor], training: bool) -> VoxelBatch:
+        """Voxelize a list of per-frame ``(N_i, C)`` point tensors into one :class:`VoxelBatch`."""
+        from ops.voxelize import voxelize_batch_dynamic, voxelize_batch_hard
+
+        for i, p in enumerate(points_list):
+            if p.ndim != 2 or p.shape[1] < 3:
+                raise ValueError(f"inputs['points'][{i}] must be (N, C>=3), got shape {tuple(p.shape)}")
+        device = points_list[0].device if points_list else torch.device("cpu")
+        if self.mode == "hard":
+            voxels, coords, num_points = voxelize_batch_hard(
+                points_list, self.voxel_size, self.point_cloud_range, self.max_points_per_voxel,
+                self.max_voxels[0] if training else self.max_voxels[1])
+            return VoxelBatch(coords=torch.as_tensor(coords, device=device).int(),
+                              batch_size=len(points_list), mode="hard",
+                              voxels=torch.as_tensor(voxels, device=device).float(),
+                              num_points=torch.as_tensor(num_points, device=device).int())
+        ids, coords = voxelize_batch_dynamic(points_list, self.voxel_size, self.point_cloud_range)
+        return VoxelBatch(coords=torch.as_tensor(coords, device=device).int(),
+                          batch_size=len(points_list), mode="dynamic",
+                          points=torch.cat([p.float() for p in points_list], 0),
+                          point_voxel_ids=torch.as_tensor(ids, device=device).long())
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        inputs = dict(data["inputs"])
+        if "points" not in inputs:
+            raise KeyError("VoxelDataPreprocessor expects data['inputs']['points'] "
+                           f"(a list of (N, C) tensors); got keys {sorted(inputs)}")
+        points = inputs["points"]
+        if isinstance(points, torch.Tensor):
+            points = [points]
+        inputs["points"] = [p.float() for p in points]
+        inputs["voxels"] = self.voxelize(inputs["points"], training)
+        return dict(inputs=inputs, data_samples=data.get("data_samples"))

@@ -1,0 +1,226 @@
+"""CenterPoint-style training targets and their inverse, box decoding from heatmap peaks.
+
+Spec: CenterPoint (Yin, Zhou, Kraehenbuehl, CVPR 2021) on top of CenterNet (Zhou et al.,
+"Objects as Points", 2019): each object is a Gaussian peak on a per-class BEV heatmap at the
+output cell holding its centre, with the Gaussian's radius from the CornerNet rule (the largest
+corner shift that keeps IoU >= ``min_overlap`` with the box, in output cells, at least
+``min_radius``). At the centre cell the regression targets are
+
+    offset  (2) sub-cell position of the centre: (cx - x_min) / cell_x - ix, likewise y, in [0, 1)
+    z       (1) cz in metres
+    size    (3) log(length), log(width), log(height)
+    heading (2) sin(heading), cos(heading)
+
+Decoding inverts this exactly, so encode -> decode returns the boxes up to float rounding (the
+heatmap only picks the cell; the offsets carry the sub-cell position). Boxes are in the shared
+convention ``(cx, cy, cz, l, w, h, heading)`` with heading in [-pi, pi).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+REG_BRANCHES = {"offset": 2, "z": 1, "size": 3, "heading": 2}
+
+
+@dataclass(frozen=True)
+class BEVGrid:
+    """The head's output grid: ``point_cloud_range``, voxel size and output stride in voxels."""
+    point_cloud_range: tuple[float, ...]
+    voxel_size: tuple[float, ...]
+    out_size_factor: float
+
+    @property
+    def cell(self) -> tuple[float, float]:
+        return (self.voxel_size[0] * self.out_size_factor, self.voxel_size[1] * self.out_size_factor)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) = (cells along y, cells along x)."""
+        cx, cy = self.cell
+        pcr = self.point_cloud_range
+        return (int(round((pcr[4] - pcr[1]) / cy)), int(round((pcr[3] - pcr[0]) / cx)))
+
+
+def gaussian_radius(length: torch.Tensor, width: torch.Tensor, min_overlap: float) -> torch.Tensor:
+    """CornerNet's Gaussian radius for boxes of ``length`` x ``width`` (in cells).
+
+    The minimum over the three cases of how the corners of a detection can move (both inward,
+    both outward, one each) while the IoU with the true box stays >= ``min_overlap``; each case
+    is a quadratic in the radius.
+    """
+    h, w, o = length, width, min_overlap
+    b1 = h + w
+    c1 = w * h * (1 - o) / (1 + o)
+    r1 = (b1 + torch.sqrt((b1 ** 2 - 4 * c1).clamp(min=0))) / 2
+    b2 = 2 * (h + w)
+    c2 = (1 - o) * w * h
+    r2 = (b2 + torch.sqrt((b2 ** 2 - 16 * c2).clamp(min=0))) / 2
+    a3 = 4 * o
+    b3 = -2 * o * (h + w)
+    c3 = (o - 1) * w * h
+    r3 = (b3 + torch.sqrt((b3 ** 2 - 4 * a3 * c3).clamp(min=0))) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
+def draw_gaussian(heatmap: torch.Tensor, cx: int, cy: int, radius: int) -> None:
+    """Max-paste a Gaussian of ``radius`` cells (sigma = diameter / 6) centred on cell (cx, cy)."""
+    h, w = heatmap.shape
+    sigma = (2 * radius + 1) / 6.0
+    r = torch.arange(-radius, radius + 1, dtype=heatmap.dtype, device=heatmap.device)
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma * sigma))
+    x0, x1 = max(cx - radius, 0), min(cx + radius + 1, w)
+    y0, y1 = max(cy - radius, 0), min(cy + radius + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    patch = g[y0 - cy + radius:y1 - cy + radius, x0 - cx + radius:x1 - cx + radius]
+    torch.maximum(heatmap[y0:y1, x0:x1], patch, out=heatmap[y0:y1, x0:x1])
+
+
+def points_in_boxes_count(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Number of points (N, >=3) inside each box (M, 7) (closed box, rotated about z)."""
+    if boxes.shape[0] == 0 or points.shape[0] == 0:
+        return torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
+    d = points[None, :, :3] - boxes[:, None, :3]  # (M, N, 3)
+    c, s = torch.cos(boxes[:, 6])[:, None], torch.sin(boxes[:, 6])[:, None]
+    lx = d[..., 0] * c + d[..., 1] * s
+    ly = -d[..., 0] * s + d[..., 1] * c
+    inside = ((lx.abs() <= boxes[:, None, 3] / 2) & (ly.abs() <= boxes[:, None, 4] / 2)
+              & (d[..., 2].abs() <= boxes[:, None, 5] / 2))
+    return inside.sum(1)
+
+
+def wrap_heading(h: torch.Tensor) -> torch.Tensor:
+    """Wrap angles to [-pi, pi)."""
+    return torch.remainder(h + math.pi, 2 * math.pi) - math.pi
+
+
+@dataclass
+class FrameTargets:
+    """One frame's targets for one class group; K = max_objs slots, the first ``mask`` ones used."""
+    heatmap: torch.Tensor      # (C, H, W) float32
+    indices: torch.Tensor      # (K,) int64 flat cell index y * W + x
+    mask: torch.Tensor         # (K,) bool
+    reg: dict                  # branch -> (K, channels) float32
+    boxes: torch.Tensor        # (K, 7) the ground truth boxes in the slots
+
+
+def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
+                   grid: BEVGrid, gaussian_overlap: float = 0.1, min_radius: int = 2,
+                   max_objs: int = 500, range_filter: str = "center_bev",
+                   points: torch.Tensor | None = None, min_points_in_box: int = 0) -> FrameTargets:
+    """Encode one frame's boxes of the classes ``group_classes`` (flat class indices, in the
+    group's channel order).
+
+    range_filter: ``"center_bev"`` drops boxes whose centre lies outside the x/y range (its cell
+    would be off the map); ``"center_3d"`` also drops centres outside the z range.
+    min_points_in_box: with ``points`` given, boxes holding fewer points are dropped (0 = keep all).
+    Boxes whose centres share a cell overwrite each other's regression slot (the later box wins),
+    as in CenterPoint; their Gaussians both stay on the heatmap.
+    """
+    if gt_boxes.ndim != 2 or gt_boxes.shape[1] != 7:
+        raise ValueError(f"gt_boxes must be (M, 7), got {tuple(gt_boxes.shape)}")
+    if range_filter not in ("center_bev", "center_3d"):
+        raise ValueError(f"range_filter must be 'center_bev' or 'center_3d', got {range_filter!r}")
+    device = gt_boxes.device
+    h, w = grid.shape
+    cell_x, cell_y = grid.cell
+    pcr = grid.point_cloud_range
+    heatmap = torch.zeros((len(group_classes), h, w), dtype=torch.float32, device=device)
+    indices = torch.zeros(max_objs, dtype=torch.long, device=device)
+    mask = torch.zeros(max_objs, dtype=torch.bool, device=device)
+    reg = {k: torch.zeros((max_objs, c), dtype=torch.float32, device=device)
+           for k, c in REG_BRANCHES.items()}
+    slot_boxes = torch.zeros((max_objs, 7), dtype=torch.float32, device=device)
+
+    boxes = gt_boxes.float()
+    labels = gt_labels.long()
+    channel = torch.full_like(labels, -1)
+    for ch, cls in enumerate(group_classes):
+        channel[labels == cls] = ch
+    keep = channel >= 0
+    fx = (boxes[:, 0] - pcr[0]) / cell_x
+    fy = (boxes[:, 1] - pcr[1]) / cell_y
+    keep &= (fx >= 0) & (fx < w) & (fy >= 0) & (fy < h)
+    keep &= (boxes[:, 3] > 0) & (boxes[:, 4] > 0) & (boxes[:, 5] > 0)
+    if range_filter == "center_3d":
+        keep &= (boxes[:, 2] >= pcr[2]) & (boxes[:, 2] < pcr[5])
+    if min_points_in_box > 0 and points is not None:
+        keep &= points_in_boxes_count(points.float(), boxes) >= min_points_in_box
+    idx = torch.nonzero(keep).flatten()[:max_objs]
+    if idx.numel() == 0:
+        return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
+    boxes, channel, fx, fy = boxes[idx], channel[idx], fx[idx], fy[idx]
+    ix = fx.floor().long().clamp(0, w - 1)
+    iy = fy.floor().long().clamp(0, h - 1)
+    radius = gaussian_radius(boxes[:, 3] / cell_x, boxes[:, 4] / cell_y, gaussian_overlap)
+    radius = radius.floor().long().clamp(min=min_radius)
+    for ch_i, x_i, y_i, r_i in zip(channel.tolist(), ix.tolist(), iy.tolist(), radius.tolist()):
+        draw_gaussian(heatmap[ch_i], x_i, y_i, r_i)
+    n = idx.numel()
+    indices[:n] = iy * w + ix
+    mask[:n] = True
+    reg["offset"][:n] = torch.stack([fx - ix, fy - iy], 1)
+    reg["z"][:n] = boxes[:, 2:3]
+    reg["size"][:n] = boxes[:, 3:6].log()
+    reg["heading"][:n] = torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1)
+    slot_boxes[:n] = boxes
+    return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
+
+
+def gather_cells(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map, (B, K) flat cell indices -> (B, K, C)."""
+    b, c = feature.shape[:2]
+    flat = feature.reshape(b, c, -1)
+    return flat.gather(2, indices[:, None, :].expand(b, c, indices.shape[1])).transpose(1, 2)
+
+
+def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid) -> torch.Tensor:
+    """Regression values at cells -> boxes (..., 7). ``reg`` holds (..., channels) tensors
+    gathered at ``indices`` (flat y * W + x)."""
+    _, w = grid.shape
+    cell_x, cell_y = grid.cell
+    pcr = grid.point_cloud_range
+    ix = (indices % w).to(reg["offset"].dtype)
+    iy = torch.div(indices, w, rounding_mode="floor").to(reg["offset"].dtype)
+    x = (ix + reg["offset"][..., 0]) * cell_x + pcr[0]
+    y = (iy + reg["offset"][..., 1]) * cell_y + pcr[1]
+    z = reg["z"][..., 0]
+    size = reg["size"].clamp(max=8.0).exp()  # clamp: an untrained net must not overflow exp
+    heading = wrap_heading(torch.atan2(reg["heading"][..., 0], reg["heading"][..., 1]))
+    return torch.cat([x[..., None], y[..., None], z[..., None], size, heading[..., None]], -1)
+
+
+def decode_heatmap(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid, top_k: int = 500,
+                   score_threshold: float = 0.1, pool_kernel: int = 3,
+                   iou_map: torch.Tensor | None = None, iou_rectifier: float = 0.0):
+    """Heatmap peaks -> per-frame (boxes (M, 7), scores (M,), channel (M,)).
+
+    A cell is a peak when it equals the max of its ``pool_kernel`` neighbourhood; the ``top_k``
+    highest peaks over all classes are kept, then those scoring >= ``score_threshold``. With an
+    IoU branch, scores are rectified as ``score^(1-a) * iou^a`` (a = ``iou_rectifier``), the
+    IoU prediction mapped from [-1, 1] to [0, 1].
+    """
+    b, c, h, w = heatmap_logits.shape
+    scores = heatmap_logits.sigmoid()
+    pad = (pool_kernel - 1) // 2
+    hmax = F.max_pool2d(scores, pool_kernel, stride=1, padding=pad)
+    scores = scores * (hmax == scores)
+    k = min(top_k, c * h * w)
+    top_scores, top_idx = scores.reshape(b, -1).topk(k, dim=1)
+    channel = torch.div(top_idx, h * w, rounding_mode="floor")
+    cells = top_idx % (h * w)
+    reg = {name: gather_cells(m, cells) for name, m in reg_maps.items()}
+    boxes = decode_boxes(reg, cells, grid)
+    if iou_map is not None and iou_rectifier > 0:
+        iou = ((gather_cells(iou_map, cells)[..., 0] + 1) / 2).clamp(0, 1)
+        top_scores = top_scores.pow(1 - iou_rectifier) * iou.pow(iou_rectifier)
+    out = []
+    for i in range(b):
+        keep = top_scores[i] >= score_threshold
+        out.append((boxes[i][keep], top_scores[i][keep], channel[i][keep]))
+    return out

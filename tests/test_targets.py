@@ -1,0 +1,180 @@
+"""Target encoding (Gaussian heatmaps, centre-cell regression) and decoding back to boxes."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detector.models.targets import (BEVGrid, decode_heatmap, draw_gaussian, encode_targets,
+                                     gaussian_radius, points_in_boxes_count, wrap_heading)
+
+GRID = BEVGrid((-40.0, -32.0, -2.0, 40.0, 32.0, 4.0), (0.2, 0.2, 0.25), 4.0)  # 0.8 m cells, 80 x 100
+
+
+def _radius_reference(h, w, o):
+    """CornerNet's three quadratic cases, evaluated one box at a time in plain floats."""
+    cases = []
+    for a, b, c in ((1.0, h + w, w * h * (1 - o) / (1 + o)),
+                    (4.0, 2 * (h + w), (1 - o) * w * h),
+                    (4 * o, -2 * o * (h + w), (o - 1) * w * h)):
+        cases.append((b + math.sqrt(max(b * b - 4 * a * c, 0.0))) / 2)
+    return min(cases)
+
+
+def test_gaussian_radius_matches_scalar_reference():
+    g = torch.Generator().manual_seed(0)
+    h = torch.rand(200, generator=g, dtype=torch.float64) * 20 + 0.5
+    w = torch.rand(200, generator=g, dtype=torch.float64) * 10 + 0.5
+    for o in (0.1, 0.5, 0.7):
+        got = gaussian_radius(h, w, o)
+        ref = torch.tensor([_radius_reference(a, b, o) for a, b in zip(h.tolist(), w.tolist())],
+                           dtype=torch.float64)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    # A 10 x 10 box at overlap 0.1: the third case (4.32 cells) is the smallest.
+    assert gaussian_radius(torch.tensor(10.0), torch.tensor(10.0), 0.1).item() == pytest.approx(4.3246, abs=1e-3)
+    # Bigger boxes get bigger radii; stricter overlap smaller ones.
+    r = gaussian_radius(torch.tensor([2.0, 4.0, 8.0]), torch.tensor([1.0, 2.0, 4.0]), 0.1)
+    assert torch.all(r[1:] > r[:-1])
+    assert gaussian_radius(torch.tensor(8.0), torch.tensor(4.0), 0.7) < r[2]
+
+
+def test_draw_gaussian_peak_symmetry_clipping_and_max_merge():
+    hm = torch.zeros(20, 30)
+    draw_gaussian(hm, 10, 8, 3)
+    assert hm[8, 10] == 1.0 and hm.max() == 1.0
+    assert torch.equal(hm[8, 7:14], hm[8, 7:14].flip(0)) and torch.equal(hm[5:12, 10], hm[5:12, 10].flip(0))
+    sigma = 7 / 6
+    assert hm[8, 12].item() == pytest.approx(math.exp(-4 / (2 * sigma ** 2)), rel=1e-6)
+    assert hm[8, 14] == 0 and hm[12, 10] == 0  # outside the (2r+1)^2 window
+    # Clipped at the border without error; the part inside equals the unclipped values.
+    edge = torch.zeros(20, 30)
+    draw_gaussian(edge, 0, 0, 3)
+    assert edge[0, 0] == 1.0 and edge[0, 2].item() == pytest.approx(hm[8, 12].item())
+    # Overlapping Gaussians merge by max, not sum.
+    draw_gaussian(hm, 12, 8, 3)
+    assert hm.max() == 1.0 and hm[8, 11].item() == pytest.approx(math.exp(-1 / (2 * sigma ** 2)), rel=1e-6)
+
+
+def _random_boxes(n, seed, headings=None):
+    """n boxes with centres in distinct cells at least 3 cells apart (so peaks stay separate)."""
+    rng = np.random.default_rng(seed)
+    h, w = GRID.shape
+    cells = set()
+    out = []
+    while len(out) < n:
+        iy, ix = int(rng.integers(0, h)), int(rng.integers(0, w))
+        if any(abs(iy - a) < 3 and abs(ix - b) < 3 for a, b in cells):
+            continue
+        cells.add((iy, ix))
+        x = GRID.point_cloud_range[0] + (ix + rng.uniform(0.01, 0.99)) * GRID.cell[0]
+        y = GRID.point_cloud_range[1] + (iy + rng.uniform(0.01, 0.99)) * GRID.cell[1]
+        out.append([x, y, rng.uniform(-1.5, 3.0), rng.uniform(3, 6), rng.uniform(1.5, 2.5),
+                    rng.uniform(1.3, 2.2), rng.uniform(-math.pi, math.pi)])
+    boxes = torch.tensor(out, dtype=torch.float32)
+    if headings is not None:
+        boxes[:len(headings), 6] = torch.tensor(headings, dtype=torch.float32)
+    return boxes
+
+
+def _perfect_maps(t, num_classes):
+    """Prediction maps a perfect network would output: heatmap logits from the target Gaussians,
+    regression values written at the centre cells."""
+    h, w = GRID.shape
+    hm = t.heatmap.clamp(1e-6, 1 - 1e-6)
+    logits = torch.log(hm / (1 - hm))[None]
+    reg = {}
+    for name, val in t.reg.items():
+        m = torch.zeros(1, val.shape[1], h * w)
+        m[0, :, t.indices[t.mask]] = val[t.mask].T
+        reg[name] = m.reshape(1, val.shape[1], h, w)
+    return logits, reg
+
+
+def _heading_diff(a, b):
+    return torch.abs(wrap_heading(a - b))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_encode_then_decode_recovers_boxes(seed):
+    near_pi = [math.pi - 1e-4, -math.pi + 1e-5, -math.pi, 3.1415925, -3.1415925]
+    boxes = _random_boxes(40, seed, headings=near_pi)
+    labels = torch.tensor([0, 1] * 20)
+    t = encode_targets(boxes, labels, [0, 1], GRID, gaussian_overlap=0.1, min_radius=2, max_objs=64)
+    assert t.heatmap.shape == (2, *GRID.shape) and int(t.mask.sum()) == 40
+    logits, reg = _perfect_maps(t, 2)
+    (dec_boxes, scores, channel), = decode_heatmap(logits, reg, GRID, top_k=100, score_threshold=0.5)
+    assert dec_boxes.shape == (40, 7) and dec_boxes.dtype == torch.float32
+    assert torch.all(scores > 0.99)
+    # Match each ground-truth box to the decoded box nearest its centre.
+    d = torch.cdist(boxes[:, :2], dec_boxes[:, :2])
+    j = d.argmin(1)
+    assert len(set(j.tolist())) == 40
+    got = dec_boxes[j]
+    assert torch.equal(channel[j], labels)
+    torch.testing.assert_close(got[:, :6], boxes[:, :6], atol=2e-5, rtol=1e-5)
+    assert torch.all(_heading_diff(got[:, 6], boxes[:, 6]) < 1e-5)
+    assert torch.all(got[:, 6] >= -math.pi) and torch.all(got[:, 6] < math.pi)
+
+
+def test_decode_is_within_a_cell_without_offsets():
+    """With the offset branch zeroed the centre is off by less than one output cell: the heatmap
+    alone localises to the cell, the offsets carry the rest."""
+    boxes = _random_boxes(10, 5)
+    t = encode_targets(boxes, torch.zeros(10, dtype=torch.long), [0], GRID)
+    logits, reg = _perfect_maps(t, 1)
+    reg["offset"].zero_()
+    (dec, _, _), = decode_heatmap(logits, reg, GRID, score_threshold=0.5)
+    d = torch.cdist(boxes[:, :2], dec[:, :2]).min(1).values
+    assert torch.all(d < math.hypot(*GRID.cell)) and torch.any(d > 0.05)
+
+
+def test_wrap_heading_range():
+    a = torch.tensor([-math.pi, math.pi, 3 * math.pi, -3 * math.pi - 0.1, 0.5, 7.0], dtype=torch.float64)
+    w = wrap_heading(a)
+    assert torch.all(w >= -math.pi) and torch.all(w < math.pi)
+    assert torch.allclose(torch.sin(w), torch.sin(a)) and torch.allclose(torch.cos(w), torch.cos(a))
+
+
+def test_range_filter_and_class_selection():
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],      # kept
+                          [45.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],     # x outside the range
+                          [0.0, -32.5, 0.0, 4.0, 2.0, 1.5, 0.0],    # y outside
+                          [10.0, 10.0, 5.0, 4.0, 2.0, 1.5, 0.0],    # z above the range
+                          [5.0, 5.0, 0.0, 4.0, 2.0, 1.5, 0.0]])     # other class
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    t = encode_targets(boxes, labels, [0], GRID, range_filter="center_bev")
+    assert int(t.mask.sum()) == 2  # z is not checked in BEV mode
+    t3 = encode_targets(boxes, labels, [0], GRID, range_filter="center_3d")
+    assert int(t3.mask.sum()) == 1 and torch.equal(t3.boxes[0], boxes[0])
+    with pytest.raises(ValueError, match="range_filter"):
+        encode_targets(boxes, labels, [0], GRID, range_filter="nope")
+    with pytest.raises(ValueError, match=r"\(M, 7\)"):
+        encode_targets(boxes[:, :6], labels, [0], GRID)
+
+
+def test_min_points_in_box_drops_empty_boxes():
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.3], [10.0, 10.0, 0.0, 4.0, 2.0, 1.5, 0.0]])
+    pts = torch.tensor([[0.1, 0.1, 0.1, 0, 0], [0.5, -0.2, 0.0, 0, 0], [20.0, 0, 0, 0, 0]])
+    t = encode_targets(boxes, torch.zeros(2, dtype=torch.long), [0], GRID, points=pts,
+                       min_points_in_box=1)
+    assert int(t.mask.sum()) == 1 and torch.equal(t.boxes[0], boxes[0])
+    t2 = encode_targets(boxes, torch.zeros(2, dtype=torch.long), [0], GRID, points=pts,
+                        min_points_in_box=3)
+    assert int(t2.mask.sum()) == 0 and t2.heatmap.sum() == 0
+
+
+def _inside_reference(p, box):
+    dx, dy, dz = p[0] - box[0], p[1] - box[1], p[2] - box[2]
+    c, s = math.cos(box[6]), math.sin(box[6])
+    lx, ly = dx * c + dy * s, -dx * s + dy * c
+    return abs(lx) <= box[3] / 2 and abs(ly) <= box[4] / 2 and abs(dz) <= box[5] / 2
+
+
+def test_points_in_boxes_count_matches_reference():
+    g = torch.Generator().manual_seed(3)
+    boxes = torch.cat([torch.rand(6, 3, generator=g) * 6 - 3, torch.rand(6, 3, generator=g) * 3 + 1,
+                       torch.rand(6, 1, generator=g) * 2 * math.pi - math.pi], 1).double()
+    pts = (torch.rand(500, 3, generator=g) * 10 - 5).double()
+    ref = [sum(_inside_reference(p, b) for p in pts.tolist()) for b in boxes.tolist()]
+    assert points_in_boxes_count(pts, boxes).tolist() == ref
+    assert sum(ref) > 0
