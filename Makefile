@@ -2,6 +2,8 @@
 PY := .venv/bin/python
 FRESH ?= 0
 PYTEST_ARGS ?=
+# See ops/__init__.py: two OpenMP runtimes (torch, Numba) must not spin-wait against each other.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: env oracle-env demo test bench clean
 

@@ -5,6 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+# Before torch or numba load their OpenMP runtimes (see ops/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
