@@ -1,0 +1,61 @@
+"""Train a detector from an mmengine config (mmdetection3d-style command line).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--data-root DIR]
+
+Distributed: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
+``--resume`` without a path continues from ``WORK_DIR/last_checkpoint``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+
+    p = argparse.ArgumentParser(description="Train a LiDAR 3D detector (mmengine Runner)")
+    p.add_argument("config", help="config file (python)")
+    p.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config>)")
+    p.add_argument("--resume", nargs="?", type=str, const="auto",
+                   help="resume from CKPT, or from the work dir's last checkpoint when no path")
+    p.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="override config keys, e.g. train_cfg.max_epochs=2")
+    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mmengine.config import Config
+
+    from detector.engine.runner import ConfigError, build_runner, check_config, set_data_root
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    try:
+        check_config(cfg, phases=("train", "val"))
+    except ConfigError as e:
+        print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
+                          launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
+    runner.train()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
