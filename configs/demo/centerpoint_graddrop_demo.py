@@ -1,0 +1,43 @@
+# The demo: a small GradDrop vehicle detector that trains on synthetic segments on a 2-core CPU
+# in a few minutes (`make demo`). Same architecture as the Waymo config, scaled down: a +-38.4 m
+# square, 0.2 x 0.2 x 0.3 m voxels, a quarter of the channels, the BEV map upsampled to 0.8 m
+# cells, 12 epochs over 36 frames.
+_base_ = [
+    "../_base_/models/centerpoint_graddrop_waymo.py",
+    "../_base_/datasets/synthetic_demo.py",
+    "../_base_/schedules/adamw_cosine_20e.py",
+    "../_base_/default_runtime.py",
+]
+point_cloud_range = [-38.4, -38.4, -2.0, 38.4, 38.4, 4.0]
+voxel_size = [0.2, 0.2, 0.3]
+model = dict(
+    # A few hundred iterations: BatchNorm's running statistics must follow the weights quickly
+    # (see CenterPointDetector's norm_momentum).
+    norm_momentum=0.1,
+    data_preprocessor=dict(voxel_size=voxel_size, point_cloud_range=point_cloud_range,
+                           max_points_per_voxel=5, max_voxels=(40000, 40000)),
+    backbone_3d=dict(base_channels=8, stage_channels=(8, 16, 32, 64), blocks_per_stage=(1, 1, 1, 1),
+                     out_channels=64),
+    neck=dict(layer_nums=(2, 2), layer_strides=(1, 2), out_channels=(32, 64),
+              upsample_strides=(2, 4), upsample_channels=(32, 32)),
+    head=dict(share_channels=32, head_channels=16,
+              graddrop=dict(mode="graddrop")),
+    test_cfg=dict(score_threshold=0.05, nms_iou_threshold=0.5, max_per_frame=200),
+)
+lr = 3e-3
+max_epochs = 30
+optim_wrapper = dict(optimizer=dict(lr=lr), clip_grad=dict(max_norm=1.0))
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=30),
+    dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,
+         eta_min=lr * 1e-2, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(max_keep_ckpts=2))
+custom_hooks = [
+    dict(type="NaNGuardHook"),
+    dict(type="EpochSeedHook"),
+    dict(type="RNGStateHook"),
+    dict(type="RankSyncCheckHook", interval=50),
+    dict(type="ProgressBarHook"),
+]
