@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import detector  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch loads)
 
 
 def parse_args(argv=None):
@@ -37,17 +38,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from mmengine.config import Config
+    from detector.engine.runner import ConfigError, build_runner, load_config
 
-    from detector.engine.runner import ConfigError, build_runner, check_config, set_data_root
-
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
     try:
-        check_config(cfg, phases=("train", "val"))
+        cfg = load_config(args.config, args.cfg_options, args.data_root, phases=("train", "val"))
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2

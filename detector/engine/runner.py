@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-__all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root"]
+__all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root",
+           "load_config"]
 
 
 class ConfigError(ValueError):
@@ -217,4 +218,17 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
         for t in dl["dataset"].get("pipeline", []) or []:
             if t.get("type") == "ObjectSample" and isinstance(t.get("db"), dict):
                 t["db"]["data_root"] = str(data_root)
+    return cfg
+
+
+def load_config(path: str, cfg_options: dict | None = None, data_root: str | None = None,
+                phases=("train", "val", "test")) -> Config:
+    """What every command line does first: read the config, apply ``--cfg-options`` and
+    ``--data-root``, then ``check_config`` for the phases it will run (raises ConfigError)."""
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root:
+        set_data_root(cfg, data_root)
+    check_config(cfg, phases=phases)
     return cfg
