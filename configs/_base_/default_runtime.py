@@ -22,7 +22,10 @@ env_cfg = dict(
     dist_cfg=dict(backend="nccl"),  # tools/train.py switches to gloo on CPU-only machines
 )
 vis_backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
-visualizer = dict(type="Visualizer", vis_backends=vis_backends, name="visualizer")
+# No fixed name: mmengine then names the visualizer after the run (unique), so a second Runner in
+# the same process (tests, the demo's train-then-test) gets its own instead of reusing the first
+# one's, whose backends write into the first run's directory.
+visualizer = dict(type="Visualizer", vis_backends=vis_backends)
 log_processor = dict(type="LogProcessor", window_size=20, by_epoch=True)
 log_level = "INFO"
 load_from = None
