@@ -36,16 +36,8 @@ class MeanVFE(nn.Module):
 
 
 @MODELS.register_module()
-class DynamicMeanVFE(nn.Module):
+class DynamicMeanVFE(MeanVFE):
     """Mean of all points of each voxel under dynamic voxelization (scatter-mean by voxel id)."""
-
-    def __init__(self, num_features: int = 5):
-        super().__init__()
-        self.num_features = num_features
-
-    @property
-    def out_channels(self) -> int:
-        return self.num_features
 
     def forward(self, batch: VoxelBatch) -> torch.Tensor:
         if batch.points is None or batch.point_voxel_ids is None:
