@@ -20,7 +20,7 @@ model = dict(
                      out_channels=64),
     neck=dict(layer_nums=(2, 2), layer_strides=(1, 2), out_channels=(32, 64),
               upsample_strides=(2, 4), upsample_channels=(32, 32)),
-    head=dict(share_channels=32, head_channels=16,
+    head=dict(share_channels=64, head_channels=64,
               graddrop=dict(mode="graddrop")),
     test_cfg=dict(score_threshold=0.05, nms_iou_threshold=0.5, max_per_frame=200),
 )
