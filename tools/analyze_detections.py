@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 
 def main(argv=None) -> int:
     from detector.datasets.converted import load_index
-    from detector.evaluation.waymo import (compute_detection_metrics, frame_id_from,
-                                           prepare_ground_truth, read_objects)
+    from detector.evaluation.waymo import (DEFAULT_IOU_THRESHOLDS, compute_detection_metrics,
+                                           frame_id_from, prepare_ground_truth, read_objects)
     from detector.structures import WAYMO_TYPES
     from ops.iou3d import boxes_iou3d
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     name = f"OBJECT_TYPE_TYPE_{args.type}_LEVEL_1"
     print(f"{len(gt['boxes'])} ground-truth {args.type} boxes, {len(pred.boxes)} detections")
     for thr in args.ious:
-        thresholds = [0.0, 0.7, 0.5, 0.5, 0.5]
+        thresholds = list(DEFAULT_IOU_THRESHOLDS)
         thresholds[wtype] = thr
         res = compute_detection_metrics(pred.boxes, pred.types, pred.scores, pred.frame_ids,
                                         gt["boxes"], gt["types"], gt["frame_ids"], gt["difficulty"],
