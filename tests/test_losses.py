@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from detector.models.losses import gaussian_focal_loss, masked_l1_loss
+from detector.models.losses import gaussian_focal_loss, masked_bce_loss, masked_l1_loss
 
 
 def _focal_reference(logits, target, alpha=2.0, beta=4.0, eps=1e-4):
@@ -56,3 +56,23 @@ def test_masked_l1_loss():
     assert masked_l1_loss(pred, tgt, mask).item() == pytest.approx(1 + 2 + 0 + 2)
     w = torch.tensor([2.0, 0.5])
     assert masked_l1_loss(pred, tgt, mask, w).item() == pytest.approx(2 + 1 + 0 + 1)
+
+
+def test_masked_bce_loss_matches_the_formula():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 7, 1, generator=g) * 4
+    target = (torch.rand(2, 7, 1, generator=g) > 0.5).float()
+    mask = torch.rand(2, 7, generator=g) > 0.3
+    ref = 0.0
+    for i in range(2):
+        for k in range(7):
+            if mask[i, k]:
+                x, t = float(logits[i, k, 0]), float(target[i, k, 0])
+                p = 1 / (1 + math.exp(-x))
+                ref += -(t * math.log(p) + (1 - t) * math.log(1 - p))
+    assert math.isclose(float(masked_bce_loss(logits, target, mask)), ref, rel_tol=1e-5)
+    # Saturated logits stay finite; a confident right answer costs ~0, a confident wrong one ~|x|.
+    big = torch.tensor([[[80.0], [-80.0]]])
+    assert float(masked_bce_loss(big, torch.tensor([[[1.0], [0.0]]]), torch.ones(1, 2, dtype=torch.bool))) < 1e-6
+    assert math.isclose(float(masked_bce_loss(big, torch.tensor([[[0.0], [1.0]]]),
+                                              torch.ones(1, 2, dtype=torch.bool))), 160.0, rel_tol=1e-4)

@@ -248,6 +248,30 @@ def test_multi_group_head_losses_targets_and_labels():
     assert set(det.labels.tolist()) <= {0, 1, 2} and len(set(det.labels.tolist())) >= 2
 
 
+def test_axis_dir_heading_adds_a_direction_branch_and_loss():
+    model = build(tiny_cfg(heading_encoding="axis_dir"))
+    assert model.head.branch_names == ["heatmap", "offset", "z", "size", "heading", "direction"]
+    # The direction branch is box regression for GradDrop's cls/box split.
+    assert model.head.task_of[(0, "direction")] == model.head.task_of[(0, "heading")]
+    model.train()
+    pts, samples = frames(2)
+    out = model(dict(points=pts), samples, "tensor")
+    assert out.groups[0]["direction"].shape == (2, 1, 32, 32)
+    losses = model(dict(points=pts), samples, "loss")
+    assert set(losses) == {"loss_heatmap", "loss_reg_offset", "loss_reg_z", "loss_reg_size",
+                           "loss_reg_heading", "loss_dir"}
+    # Untrained logits are near 0: the BCE is near log 2 per object, times the weight 0.2.
+    n = sum(len(s.gt_boxes) for s in samples)
+    assert 0.2 * 0.3 < float(losses["loss_dir"]) < 0.2 * 1.2, (float(losses["loss_dir"]), n)
+    sum(losses.values()).backward()
+    assert model.head.heads[0]["direction"][-1].weight.grad.abs().sum() > 0
+    model.eval()
+    det = model(dict(points=pts), samples, "predict")[0]
+    assert len(det) > 0 and torch.all(det.boxes[:, 6] >= -math.pi) and torch.all(det.boxes[:, 6] < math.pi)
+    with pytest.raises(ValueError, match="heading_encoding"):
+        build(tiny_cfg(heading_encoding="degrees"))
+
+
 def test_iou_branch_trains_and_rectifies_scores():
     model = build(tiny_cfg(with_iou=True, test_cfg=dict(iou_rectifier=0.5)))
     model.train()

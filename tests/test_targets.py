@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from detector.models.targets import (BEVGrid, decode_heatmap, draw_gaussian, encode_targets,
-                                     gaussian_radius, points_in_boxes_count, wrap_heading)
+from detector.models.targets import (BEVGrid, decode_boxes, decode_heatmap, draw_gaussian,
+                                     encode_targets, gaussian_radius, points_in_boxes_count,
+                                     reg_branches, wrap_heading)
 
 GRID = BEVGrid((-40.0, -32.0, -2.0, 40.0, 32.0, 4.0), (0.2, 0.2, 0.25), 4.0)  # 0.8 m cells, 80 x 100
 
@@ -87,6 +88,8 @@ def _perfect_maps(t, num_classes):
         m = torch.zeros(1, val.shape[1], h * w)
         m[0, :, t.indices[t.mask]] = val[t.mask].T
         reg[name] = m.reshape(1, val.shape[1], h, w)
+    if "direction" in reg:  # 0/1 target -> a confident logit
+        reg["direction"] = reg["direction"] * 20 - 10
     return logits, reg
 
 
@@ -94,15 +97,22 @@ def _heading_diff(a, b):
     return torch.abs(wrap_heading(a - b))
 
 
+@pytest.mark.parametrize("encoding", ["sincos", "axis_dir"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_encode_then_decode_recovers_boxes(seed):
-    near_pi = [math.pi - 1e-4, -math.pi + 1e-5, -math.pi, 3.1415925, -3.1415925]
-    boxes = _random_boxes(40, seed, headings=near_pi)
+def test_encode_then_decode_recovers_boxes(seed, encoding):
+    # Wrap-around and, for the axis encoding, the axis boundaries +-pi/2 (where the direction bit
+    # flips) and their float32 neighbours.
+    special = [math.pi - 1e-4, -math.pi + 1e-5, -math.pi, 3.1415925, -3.1415925, math.pi / 2,
+               -math.pi / 2, 1.5707962, 1.5707965, -1.5707962, -1.5707965, 0.0]
+    boxes = _random_boxes(40, seed, headings=special)
     labels = torch.tensor([0, 1] * 20)
-    t = encode_targets(boxes, labels, [0, 1], GRID, gaussian_overlap=0.1, min_radius=2, max_objs=64)
+    t = encode_targets(boxes, labels, [0, 1], GRID, gaussian_overlap=0.1, min_radius=2, max_objs=64,
+                       heading_encoding=encoding)
     assert t.heatmap.shape == (2, *GRID.shape) and int(t.mask.sum()) == 40
+    assert {k: v.shape[1] for k, v in t.reg.items()} == reg_branches(encoding)
     logits, reg = _perfect_maps(t, 2)
-    (dec_boxes, scores, channel), = decode_heatmap(logits, reg, GRID, top_k=100, score_threshold=0.5)
+    (dec_boxes, scores, channel), = decode_heatmap(logits, reg, GRID, top_k=100, score_threshold=0.5,
+                                                   heading_encoding=encoding)
     assert dec_boxes.shape == (40, 7) and dec_boxes.dtype == torch.float32
     assert torch.all(scores > 0.99)
     # Match each ground-truth box to the decoded box nearest its centre.
@@ -114,6 +124,38 @@ def test_encode_then_decode_recovers_boxes(seed):
     torch.testing.assert_close(got[:, :6], boxes[:, :6], atol=2e-5, rtol=1e-5)
     assert torch.all(_heading_diff(got[:, 6], boxes[:, 6]) < 1e-5)
     assert torch.all(got[:, 6] >= -math.pi) and torch.all(got[:, 6] < math.pi)
+
+
+def test_axis_dir_targets_are_reversal_blind_except_the_direction_bit():
+    """A box and its reversal (heading + pi) share the axis targets exactly; only the direction
+    target differs. With sin/cos targets the two readings pull opposite ways."""
+    boxes = _random_boxes(30, 7)
+    flipped = boxes.clone()
+    flipped[:, 6] = wrap_heading(boxes[:, 6] + math.pi)
+    labels = torch.zeros(30, dtype=torch.long)
+    a = encode_targets(boxes, labels, [0], GRID, heading_encoding="axis_dir")
+    b = encode_targets(flipped, labels, [0], GRID, heading_encoding="axis_dir")
+    m = a.mask
+    torch.testing.assert_close(a.reg["heading"][m], b.reg["heading"][m], atol=2e-6, rtol=0)
+    assert torch.all(a.reg["direction"][m] + b.reg["direction"][m] == 1)
+    s = encode_targets(boxes, labels, [0], GRID)
+    torch.testing.assert_close(s.reg["heading"][m], torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1))
+    # Direction 1 exactly for headings within 90 degrees of 0 (away from the boundaries).
+    inner = (boxes[:, 6].abs() - math.pi / 2).abs() > 1e-3
+    assert torch.equal(a.reg["direction"][m][inner, 0], (boxes[inner, 6].cos() > 0).float())
+
+
+def test_axis_dir_decoding_follows_the_direction_logit():
+    grid = GRID
+    reg = {"offset": torch.zeros(3, 2), "z": torch.zeros(3, 1), "size": torch.zeros(3, 3),
+           "heading": torch.tensor([[math.sin(0.6), math.cos(0.6)]] * 3),  # axis 0.3 rad
+           "direction": torch.tensor([[2.0], [-2.0], [0.0]])}
+    dec = decode_boxes(reg, torch.tensor([0, 1, 2]), grid, "axis_dir")
+    torch.testing.assert_close(dec[:, 6], torch.tensor([0.3, 0.3 - math.pi, 0.3 - math.pi]))
+    with pytest.raises(ValueError, match="heading_encoding"):
+        decode_boxes(reg, torch.tensor([0, 1, 2]), grid, "quaternion")
+    with pytest.raises(ValueError, match="heading_encoding"):
+        reg_branches("euler")
 
 
 def test_decode_is_within_a_cell_without_offsets():

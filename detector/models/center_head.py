@@ -5,8 +5,9 @@ Layout (CenterPoint's multi-group head, with GradDrop placed as docs/GRADDROP.md
     BEV map -> shared 3x3 conv + BN + ReLU  (the last shared activation A)
             -> GradDrop(A) -> one copy of A per GradDrop task
             -> for each class group g, each branch b: [3x3 conv + BN + ReLU] x n -> 3x3 conv
-               branches: heatmap (classes of g), offset (2), z (1), size (3, log), heading (2,
-               sin/cos), optional iou (1)
+               branches: heatmap (classes of g), offset (2), z (1), size (3, log), heading (2:
+               sin/cos of the heading, or of twice it with ``heading_encoding="axis_dir"``),
+               direction (1, only with "axis_dir"), optional iou (1)
 
 Which branch reads which copy (``graddrop.grouping``):
   ``"cls_box"``   (default) 2 tasks: every heatmap branch / every regression (+iou) branch
@@ -22,7 +23,8 @@ single float, or a dict task name -> leak -, ``keep_prob``, ``scale``, ``renorma
 
 Losses (each its own entry, so mmengine logs each; summed for the backward):
 ``loss_heatmap`` (Gaussian focal loss) and ``loss_reg_<branch>`` (L1 at the centre cells), plus
-``loss_iou`` with the IoU branch; every one divided by the number of objects of its group in the
+``loss_dir`` (binary cross-entropy of the direction logit) with ``heading_encoding="axis_dir"``
+and ``loss_iou`` with the IoU branch; every one divided by the number of objects of its group in the
 batch (at least 1) and multiplied by its weight in ``loss_weights``. With several class groups
 each key gets the suffix ``_<group name>`` (the group's class names joined by ``_``, lower case).
 """
@@ -33,9 +35,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from detector.models.losses import gaussian_focal_loss, masked_l1_loss
-from detector.models.targets import (REG_BRANCHES, BEVGrid, decode_boxes, decode_heatmap,
-                                     encode_targets, gather_cells)
+from detector.models.losses import gaussian_focal_loss, masked_bce_loss, masked_l1_loss
+from detector.models.targets import (BEVGrid, decode_boxes, decode_heatmap, encode_targets,
+                                     gather_cells, reg_branches)
 from detector.models.types import HeadOutputs
 from detector.registry import MODELS
 from detector.structures import Det3DSample, Detections
@@ -48,7 +50,8 @@ DEFAULT_TRAIN_CFG = dict(gaussian_overlap=0.1, min_radius=2, max_objs=500,
 DEFAULT_TEST_CFG = dict(top_k=500, score_threshold=0.1, pool_kernel=3, nms_iou_threshold=0.7,
                         nms_pre_max_size=4096, nms_post_max_size=500, max_per_frame=500,
                         iou_rectifier=0.0, nms=True)
-DEFAULT_LOSS_WEIGHTS = dict(heatmap=1.0, offset=0.25, z=0.25, size=0.25, heading=0.25, iou=1.0)
+DEFAULT_LOSS_WEIGHTS = dict(heatmap=1.0, offset=0.25, z=0.25, size=0.25, heading=0.25,
+                            direction=0.2, iou=1.0)
 
 
 def _cbr(cin: int, cout: int) -> list[nn.Module]:
@@ -82,9 +85,11 @@ class CenterHead(nn.Module):
         head_channels: channels inside each branch (default 64).
         num_branch_convs: 3x3 conv+BN+ReLU layers per branch before its output conv (default 1).
         with_iou: add the IoU-prediction branch (default False).
+        heading_encoding: ``"sincos"`` (CenterPoint, default) or ``"axis_dir"`` (sin/cos of twice
+            the heading + a front/back direction logit; see ``detector.models.targets``).
         heatmap_init_bias: initial heatmap logit bias (default -2.19, i.e. p = 0.1).
         graddrop: dict(mode=..., grouping=..., leaks=..., ...), see the module docstring.
-        loss_weights: per-branch weights (keys heatmap, offset, z, size, heading, iou).
+        loss_weights: per-branch weights (keys heatmap, offset, z, size, heading, direction, iou).
         focal_alpha, focal_beta: Gaussian focal loss exponents (default 2, 4).
         train_cfg: target options (gaussian_overlap=0.1, min_radius=2, max_objs=500,
             range_filter="center_bev"|"center_3d", min_points_in_box=0).
@@ -97,6 +102,7 @@ class CenterHead(nn.Module):
                  class_groups: Sequence[Sequence[str]] = (("VEHICLE",),),
                  grid: BEVGrid | dict | None = None, share_channels: int = 64,
                  head_channels: int = 64, num_branch_convs: int = 1, with_iou: bool = False,
+                 heading_encoding: str = "sincos",
                  heatmap_init_bias: float = -2.19, graddrop: dict | None = None,
                  loss_weights: dict | None = None, focal_alpha: float = 2.0, focal_beta: float = 4.0,
                  train_cfg: dict | None = None, test_cfg: dict | None = None):
@@ -112,6 +118,8 @@ class CenterHead(nn.Module):
         self.grid = grid if isinstance(grid, BEVGrid) else BEVGrid(
             tuple(grid["point_cloud_range"]), tuple(grid["voxel_size"]), float(grid["out_size_factor"]))
         self.with_iou = with_iou
+        self.heading_encoding = heading_encoding
+        self.reg_branches = reg_branches(heading_encoding)  # validates the name
         unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(f"CenterHead.loss_weights has unknown keys {sorted(unknown)}; "
@@ -122,12 +130,12 @@ class CenterHead(nn.Module):
         self.test_cfg = {**DEFAULT_TEST_CFG, **(test_cfg or {})}
 
         self.shared_conv = nn.Sequential(*_cbr(in_channels, share_channels))
-        self.branch_names = ["heatmap", *REG_BRANCHES] + (["iou"] if with_iou else [])
+        self.branch_names = ["heatmap", *self.reg_branches] + (["iou"] if with_iou else [])
         self.heads = nn.ModuleList()
         for group in self.class_groups:
             branches = nn.ModuleDict()
             for name in self.branch_names:
-                cout = len(group) if name == "heatmap" else REG_BRANCHES.get(name, 1)
+                cout = len(group) if name == "heatmap" else self.reg_branches.get(name, 1)
                 bias = heatmap_init_bias if name == "heatmap" else None
                 branches[name] = _Branch(share_channels, head_channels, cout, num_branch_convs, bias)
             self.heads.append(branches)
@@ -196,8 +204,8 @@ class CenterHead(nn.Module):
         return out
 
     def _loss_key(self, g: int, branch: str) -> str:
-        base = "loss_heatmap" if branch == "heatmap" else (
-            "loss_iou" if branch == "iou" else f"loss_reg_{branch}")
+        base = {"heatmap": "loss_heatmap", "iou": "loss_iou", "direction": "loss_dir"}.get(
+            branch, f"loss_reg_{branch}")
         return base if len(self.class_groups) == 1 else f"{base}_{self.group_names[g]}"
 
     # ----------------------------------------------------------------- forward
@@ -233,12 +241,13 @@ class CenterHead(nn.Module):
                 frames.append(encode_targets(
                     s.gt_boxes, s.gt_labels, classes, self.grid, cfg["gaussian_overlap"],
                     cfg["min_radius"], cfg["max_objs"], cfg["range_filter"],
-                    points[i] if points is not None else None, cfg["min_points_in_box"]))
+                    points[i] if points is not None else None, cfg["min_points_in_box"],
+                    self.heading_encoding))
             out.append(dict(
                 heatmap=torch.stack([f.heatmap for f in frames]),
                 indices=torch.stack([f.indices for f in frames]),
                 mask=torch.stack([f.mask for f in frames]),
-                reg={k: torch.stack([f.reg[k] for f in frames]) for k in REG_BRANCHES},
+                reg={k: torch.stack([f.reg[k] for f in frames]) for k in self.reg_branches},
                 boxes=torch.stack([f.boxes for f in frames])))
         return out
 
@@ -255,13 +264,14 @@ class CenterHead(nn.Module):
                 pred["heatmap"], tgt["heatmap"], self.focal_alpha, self.focal_beta) / num
             gathered = {b: gather_cells(pred[b], tgt["indices"]) for b in self.branch_names
                         if b != "heatmap"}
-            for b in REG_BRANCHES:
-                losses[self._loss_key(g, b)] = self.loss_weights[b] * masked_l1_loss(
+            for b in self.reg_branches:
+                fn = masked_bce_loss if b == "direction" else masked_l1_loss
+                losses[self._loss_key(g, b)] = self.loss_weights[b] * fn(
                     gathered[b], tgt["reg"][b], mask) / num
             if self.with_iou:
                 with torch.no_grad():
-                    pred_boxes = decode_boxes({b: gathered[b] for b in REG_BRANCHES},
-                                              tgt["indices"], self.grid)
+                    pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
+                                              tgt["indices"], self.grid, self.heading_encoding)
                     iou_t = self._aligned_iou3d(pred_boxes[mask], tgt["boxes"][mask])
                 iou_pred = gathered["iou"][mask][:, 0]
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * (
@@ -287,9 +297,10 @@ class CenterHead(nn.Module):
         per_frame: list[list[tuple]] = [[] for _ in range(batch)]
         offset = 0
         for g, pred in enumerate(outputs.groups):
-            decoded = decode_heatmap(pred["heatmap"], {b: pred[b] for b in REG_BRANCHES}, self.grid,
-                                     cfg["top_k"], cfg["score_threshold"], cfg["pool_kernel"],
-                                     pred.get("iou"), cfg["iou_rectifier"])
+            decoded = decode_heatmap(pred["heatmap"], {b: pred[b] for b in self.reg_branches},
+                                     self.grid, cfg["top_k"], cfg["score_threshold"],
+                                     cfg["pool_kernel"], pred.get("iou"), cfg["iou_rectifier"],
+                                     self.heading_encoding)
             for i, (boxes, scores, channel) in enumerate(decoded):
                 if cfg["nms"] and boxes.shape[0] > 0:
                     from ops.iou3d import nms_bev

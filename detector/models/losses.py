@@ -7,6 +7,8 @@
   of objects.
 - ``masked_l1_loss``: L1 between predictions and targets at the objects' centre cells, summed over
   objects and channels (channel weights optional); divided by the number of objects by the head.
+- ``masked_bce_loss``: binary cross-entropy of logits against 0/1 targets at the centre cells,
+  summed likewise (the direction classifier of ``heading_encoding="axis_dir"``).
 """
 from __future__ import annotations
 
@@ -41,3 +43,13 @@ def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     if channel_weights is not None:
         diff = diff * channel_weights.to(diff)
     return (diff * mask.unsqueeze(-1).to(diff)).sum()
+
+
+def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over masked rows of the binary cross-entropy of ``logits`` against ``target`` in [0, 1].
+
+    logits, target: (..., K, C); mask: (..., K) bool.
+    """
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.float(), target.float(), reduction="none")
+    return (bce * mask.unsqueeze(-1).to(bce)).sum()

@@ -9,7 +9,18 @@ corner shift that keeps IoU >= ``min_overlap`` with the box, in output cells, at
     offset  (2) sub-cell position of the centre: (cx - x_min) / cell_x - ix, likewise y, in [0, 1)
     z       (1) cz in metres
     size    (3) log(length), log(width), log(height)
-    heading (2) sin(heading), cos(heading)
+    heading (2) sin(heading), cos(heading)                       (``heading_encoding="sincos"``)
+         or (2) sin(2 heading), cos(2 heading) - the box's axis, blind to front/back - plus
+  direction (1) 1 when the heading is the axis angle itself, 0 when it is the axis + pi
+                (a logit at inference)                            (``heading_encoding="axis_dir"``)
+
+``"sincos"`` is CenterPoint's encoding. ``"axis_dir"`` is SECOND's idea (a direction classifier
+beside a regression that cannot tell a box from its reversal) in CenterPoint's terms: where the
+front of an object is hard to tell from its back, sin/cos targets of the two readings pull the
+regression towards each other and the decoded angle goes anywhere, while the doubled angle is the
+same for both, so the axis - all IoU sees - stays accurate and only the direction bit is
+uncertain. The axis angle is ``atan2(sin 2h, cos 2h) / 2`` in (-pi/2, pi/2]; the direction
+target is computed from that same expression, so encode -> decode is exact at +-pi/2 too.
 
 Decoding inverts this exactly, so encode -> decode returns the boxes up to float rounding (the
 heatmap only picks the cell; the offsets carry the sub-cell position). Boxes are in the shared
@@ -25,6 +36,21 @@ import torch
 import torch.nn.functional as F
 
 REG_BRANCHES = {"offset": 2, "z": 1, "size": 3, "heading": 2}
+HEADING_ENCODINGS = ("sincos", "axis_dir")
+
+
+def reg_branches(heading_encoding: str = "sincos") -> dict[str, int]:
+    """Regression branch name -> channels for a heading encoding."""
+    if heading_encoding == "sincos":
+        return dict(REG_BRANCHES)
+    if heading_encoding == "axis_dir":
+        return {**REG_BRANCHES, "direction": 1}
+    raise ValueError(f"heading_encoding must be one of {HEADING_ENCODINGS}, got {heading_encoding!r}")
+
+
+def axis_angle(sin2: torch.Tensor, cos2: torch.Tensor) -> torch.Tensor:
+    """The axis angle in (-pi/2, pi/2] from sin(2h), cos(2h)."""
+    return torch.atan2(sin2, cos2) / 2
 
 
 @dataclass(frozen=True)
@@ -112,13 +138,15 @@ class FrameTargets:
 def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
                    grid: BEVGrid, gaussian_overlap: float = 0.1, min_radius: int = 2,
                    max_objs: int = 500, range_filter: str = "center_bev",
-                   points: torch.Tensor | None = None, min_points_in_box: int = 0) -> FrameTargets:
+                   points: torch.Tensor | None = None, min_points_in_box: int = 0,
+                   heading_encoding: str = "sincos") -> FrameTargets:
     """Encode one frame's boxes of the classes ``group_classes`` (flat class indices, in the
     group's channel order).
 
     range_filter: ``"center_bev"`` drops boxes whose centre lies outside the x/y range (its cell
     would be off the map); ``"center_3d"`` also drops centres outside the z range.
     min_points_in_box: with ``points`` given, boxes holding fewer points are dropped (0 = keep all).
+    heading_encoding: ``"sincos"`` or ``"axis_dir"`` (see the module docstring).
     Boxes whose centres share a cell overwrite each other's regression slot (the later box wins),
     as in CenterPoint; their Gaussians both stay on the heatmap.
     """
@@ -134,7 +162,7 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
     indices = torch.zeros(max_objs, dtype=torch.long, device=device)
     mask = torch.zeros(max_objs, dtype=torch.bool, device=device)
     reg = {k: torch.zeros((max_objs, c), dtype=torch.float32, device=device)
-           for k, c in REG_BRANCHES.items()}
+           for k, c in reg_branches(heading_encoding).items()}
     slot_boxes = torch.zeros((max_objs, 7), dtype=torch.float32, device=device)
 
     boxes = gt_boxes.float()
@@ -167,7 +195,13 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
     reg["offset"][:n] = torch.stack([fx - ix, fy - iy], 1)
     reg["z"][:n] = boxes[:, 2:3]
     reg["size"][:n] = boxes[:, 3:6].log()
-    reg["heading"][:n] = torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1)
+    if heading_encoding == "sincos":
+        reg["heading"][:n] = torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1)
+    else:
+        sin2, cos2 = (2 * boxes[:, 6]).sin(), (2 * boxes[:, 6]).cos()
+        reg["heading"][:n] = torch.stack([sin2, cos2], 1)
+        # 1 when the heading is within +-90 degrees of the axis angle decoding will produce.
+        reg["direction"][:n, 0] = (torch.cos(boxes[:, 6] - axis_angle(sin2, cos2)) > 0).float()
     slot_boxes[:n] = boxes
     return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
 
@@ -179,9 +213,11 @@ def gather_cells(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return flat.gather(2, indices[:, None, :].expand(b, c, indices.shape[1])).transpose(1, 2)
 
 
-def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid) -> torch.Tensor:
+def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid,
+                 heading_encoding: str = "sincos") -> torch.Tensor:
     """Regression values at cells -> boxes (..., 7). ``reg`` holds (..., channels) tensors
-    gathered at ``indices`` (flat y * W + x)."""
+    gathered at ``indices`` (flat y * W + x); with ``"axis_dir"``, ``reg["direction"]`` holds
+    the direction logit (> 0: the axis angle is the heading)."""
     _, w = grid.shape
     cell_x, cell_y = grid.cell
     pcr = grid.point_cloud_range
@@ -191,13 +227,21 @@ def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid) -> torch.Tenso
     y = (iy + reg["offset"][..., 1]) * cell_y + pcr[1]
     z = reg["z"][..., 0]
     size = reg["size"].clamp(max=8.0).exp()  # clamp: an untrained net must not overflow exp
-    heading = wrap_heading(torch.atan2(reg["heading"][..., 0], reg["heading"][..., 1]))
+    if heading_encoding == "sincos":
+        heading = torch.atan2(reg["heading"][..., 0], reg["heading"][..., 1])
+    elif heading_encoding == "axis_dir":
+        heading = axis_angle(reg["heading"][..., 0], reg["heading"][..., 1])
+        heading = torch.where(reg["direction"][..., 0] > 0, heading, heading + math.pi)
+    else:
+        raise ValueError(f"heading_encoding must be one of {HEADING_ENCODINGS}, got {heading_encoding!r}")
+    heading = wrap_heading(heading)
     return torch.cat([x[..., None], y[..., None], z[..., None], size, heading[..., None]], -1)
 
 
 def decode_heatmap(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid, top_k: int = 500,
                    score_threshold: float = 0.1, pool_kernel: int = 3,
-                   iou_map: torch.Tensor | None = None, iou_rectifier: float = 0.0):
+                   iou_map: torch.Tensor | None = None, iou_rectifier: float = 0.0,
+                   heading_encoding: str = "sincos"):
     """Heatmap peaks -> per-frame (boxes (M, 7), scores (M,), channel (M,)).
 
     A cell is a peak when it equals the max of its ``pool_kernel`` neighbourhood; the ``top_k``
@@ -215,7 +259,7 @@ def decode_heatmap(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid, 
     channel = torch.div(top_idx, h * w, rounding_mode="floor")
     cells = top_idx % (h * w)
     reg = {name: gather_cells(m, cells) for name, m in reg_maps.items()}
-    boxes = decode_boxes(reg, cells, grid)
+    boxes = decode_boxes(reg, cells, grid, heading_encoding)
     if iou_map is not None and iou_rectifier > 0:
         iou = ((gather_cells(iou_map, cells)[..., 0] + 1) / 2).clamp(0, 1)
         top_scores = top_scores.pow(1 - iou_rectifier) * iou.pow(iou_rectifier)

@@ -141,7 +141,7 @@ def _train_step_plain(model, pts, samples, timer: Timer, name: str):
 def _infer_staged(model, pts, samples, timer: Timer):
     import torch
 
-    from detector.models.targets import REG_BRANCHES, decode_heatmap
+    from detector.models.targets import decode_heatmap
     from ops.iou3d import nms_bev
 
     model.eval()
@@ -161,8 +161,10 @@ def _infer_staged(model, pts, samples, timer: Timer):
         outs = model.head(neck)
         t5 = clock()
         pred = outs.groups[0]
-        dec = decode_heatmap(pred["heatmap"], {b: pred[b] for b in REG_BRANCHES}, model.head.grid,
-                             cfg["top_k"], cfg["score_threshold"], cfg["pool_kernel"])
+        head = model.head
+        dec = decode_heatmap(pred["heatmap"], {b: pred[b] for b in head.reg_branches}, head.grid,
+                             cfg["top_k"], cfg["score_threshold"], cfg["pool_kernel"],
+                             heading_encoding=head.heading_encoding)
         t6 = clock()
         n_before = n_after = 0
         for boxes, scores, _ in dec:
