@@ -10,7 +10,6 @@ Prints the official metrics table (AP / APH per type and range, LEVEL_1 / LEVEL_
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,20 +18,14 @@ import detector  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch lo
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from detector.engine.runner import add_common_cli_args, parse_cli_args
 
     p = argparse.ArgumentParser(description="Evaluate a LiDAR 3D detector on the Waymo metrics")
     p.add_argument("config")
     p.add_argument("checkpoint")
-    p.add_argument("--work-dir")
-    p.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
+    add_common_cli_args(p, "where metrics.json and logs go (default work_dirs/<config>)")
     p.add_argument("--out-submission", help="write detections as a metrics_pb2.Objects file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    return parse_cli_args(p, argv)
 
 
 def main(argv=None) -> int:

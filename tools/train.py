@@ -9,7 +9,6 @@ Distributed: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pyto
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,22 +17,15 @@ import detector  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch lo
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from detector.engine.runner import add_common_cli_args, parse_cli_args
 
     p = argparse.ArgumentParser(description="Train a LiDAR 3D detector (mmengine Runner)")
     p.add_argument("config", help="config file (python)")
-    p.add_argument("--work-dir", help="where logs and checkpoints go (default work_dirs/<config>)")
+    add_common_cli_args(p, "where logs and checkpoints go (default work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", type=str, const="auto",
                    help="resume from CKPT, or from the work dir's last checkpoint when no path")
-    p.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                   help="override config keys, e.g. train_cfg.max_epochs=2")
-    p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
-    p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    return parse_cli_args(p, argv)
 
 
 def main(argv=None) -> int:
