@@ -272,6 +272,34 @@ def test_axis_dir_heading_adds_a_direction_branch_and_loss():
         build(tiny_cfg(heading_encoding="degrees"))
 
 
+def test_neighbour_regression_supervises_the_cells_around_each_centre():
+    base = build(tiny_cfg())
+    model = build(tiny_cfg(train_cfg=dict(reg_radius=1, reg_neighbour_weight=0.5)))
+    model.load_state_dict(base.state_dict())
+    pts, samples = frames(2)
+    model.train()
+    base.train()
+    out = base(dict(points=pts), samples, "tensor")
+    tgt0 = base.head.targets(samples)[0]
+    tgt1 = model.head.targets(samples)[0]
+    assert tgt1["indices"].shape[1] == 9 * tgt0["indices"].shape[1]
+    assert torch.equal(tgt1["centre"], torch.cat([tgt0["mask"], torch.zeros_like(tgt1["centre"][:, tgt0["mask"].shape[1]:])], 1))
+    # Same outputs (same weights, eval of the same maps): the heatmap loss is unchanged, the
+    # regression losses are the centre-only ones plus half the neighbours' terms.
+    from detector.models.losses import masked_l1_loss
+    from detector.models.targets import gather_cells
+    l0 = base.head.loss(out, samples)
+    l1 = model.head.loss(out, samples)
+    torch.testing.assert_close(l0["loss_heatmap"], l1["loss_heatmap"])
+    num = tgt0["mask"].sum().float()
+    k = tgt0["mask"].shape[1]
+    for b in ("offset", "size"):
+        pred = gather_cells(out.groups[0][b], tgt1["indices"])
+        nb = masked_l1_loss(pred[:, k:], tgt1["reg"][b][:, k:], tgt1["mask"][:, k:])
+        torch.testing.assert_close(l1[f"loss_reg_{b}"], l0[f"loss_reg_{b}"] + 0.25 * 0.5 * nb / num)
+    sum(l1.values()).backward()
+
+
 def test_iou_branch_trains_and_rectifies_scores():
     model = build(tiny_cfg(with_iou=True, test_cfg=dict(iou_rectifier=0.5)))
     model.train()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.models.targets import (BEVGrid, decode_boxes, decode_heatmap, draw_gaussian,
+from detector.models.targets import (BEVGrid, add_neighbour_slots, decode_boxes, decode_heatmap, draw_gaussian,
                                      encode_targets, gaussian_radius, points_in_boxes_count,
                                      reg_branches, wrap_heading)
 
@@ -156,6 +156,34 @@ def test_axis_dir_decoding_follows_the_direction_logit():
         decode_boxes(reg, torch.tensor([0, 1, 2]), grid, "quaternion")
     with pytest.raises(ValueError, match="heading_encoding"):
         reg_branches("euler")
+
+
+@pytest.mark.parametrize("encoding", ["sincos", "axis_dir"])
+def test_neighbour_slots_decode_to_the_same_box_from_every_cell(encoding):
+    """Every neighbour slot's targets, decoded at its own cell, give back the object's box; slots
+    off the map are masked; the original slots come first and are the 'centre' ones."""
+    h, w = GRID.shape
+    boxes = _random_boxes(12, 11)
+    # one box in the corner cell, so that some neighbours fall off the map
+    boxes[0, 0] = GRID.point_cloud_range[0] + 0.3
+    boxes[0, 1] = GRID.point_cloud_range[1] + 0.3
+    t = encode_targets(boxes, torch.zeros(12, dtype=torch.long), [0], GRID, max_objs=16,
+                       heading_encoding=encoding)
+    n = add_neighbour_slots(t, GRID, 1)
+    assert n.indices.shape == (16 * 9,) and torch.equal(n.centre[:16], t.mask)
+    assert not n.centre[16:].any() and torch.equal(n.indices[:16], t.indices)
+    assert int(n.mask.sum()) == 12 * 9 - 5          # the corner box loses 5 of its 9 cells
+    reg = {k: v[n.mask] for k, v in n.reg.items()}
+    if "direction" in reg:
+        reg["direction"] = reg["direction"] * 20 - 10
+    dec = decode_boxes(reg, n.indices[n.mask], GRID, encoding)
+    torch.testing.assert_close(dec[:, :6], n.boxes[n.mask][:, :6], atol=3e-5, rtol=1e-5)
+    assert torch.all(_heading_diff(dec[:, 6], n.boxes[n.mask][:, 6]) < 1e-5)
+    cells = set(n.indices[n.mask].tolist())
+    assert len(cells) == 12 * 9 - 5                 # boxes are >= 3 cells apart: no shared cell
+    ix, iy = n.indices[n.mask] % w, n.indices[n.mask] // w
+    assert ix.min() >= 0 and ix.max() < w and iy.min() >= 0 and iy.max() < h
+    assert add_neighbour_slots(t, GRID, 0) is t
 
 
 def test_decode_is_within_a_cell_without_offsets():

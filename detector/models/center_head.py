@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from detector.models.losses import gaussian_focal_loss, masked_bce_loss, masked_l1_loss
-from detector.models.targets import (BEVGrid, decode_boxes, decode_heatmap, encode_targets,
-                                     gather_cells, reg_branches)
+from detector.models.targets import (BEVGrid, add_neighbour_slots, decode_boxes, decode_heatmap,
+                                     encode_targets, gather_cells, reg_branches)
 from detector.models.types import HeadOutputs
 from detector.registry import MODELS
 from detector.structures import Det3DSample, Detections
@@ -46,7 +46,8 @@ GROUPINGS = ("cls_box", "per_branch", "per_group", "per_group_cls_box")
 GRADDROP_MODES = ("graddrop", "random_sign", "off")
 
 DEFAULT_TRAIN_CFG = dict(gaussian_overlap=0.1, min_radius=2, max_objs=500,
-                         range_filter="center_bev", min_points_in_box=0)
+                         range_filter="center_bev", min_points_in_box=0, reg_radius=0,
+                         reg_neighbour_weight=0.5)
 DEFAULT_TEST_CFG = dict(top_k=500, score_threshold=0.1, pool_kernel=3, nms_iou_threshold=0.7,
                         nms_pre_max_size=4096, nms_post_max_size=500, max_per_frame=500,
                         iou_rectifier=0.0, nms=True)
@@ -92,7 +93,11 @@ class CenterHead(nn.Module):
         loss_weights: per-branch weights (keys heatmap, offset, z, size, heading, direction, iou).
         focal_alpha, focal_beta: Gaussian focal loss exponents (default 2, 4).
         train_cfg: target options (gaussian_overlap=0.1, min_radius=2, max_objs=500,
-            range_filter="center_bev"|"center_3d", min_points_in_box=0).
+            range_filter="center_bev"|"center_3d", min_points_in_box=0, reg_radius=0,
+            reg_neighbour_weight=0.5): with ``reg_radius`` r > 0 the regression is also
+            supervised at the cells within r of each centre cell (see
+            ``targets.add_neighbour_slots``), each such cell's loss weighted
+            ``reg_neighbour_weight``; losses are still divided by the number of objects.
         test_cfg: decoding options (top_k=500, score_threshold=0.1, pool_kernel=3, nms=True,
             nms_iou_threshold=0.7, nms_pre_max_size=4096, nms_post_max_size=500,
             max_per_frame=500, iou_rectifier=0.0).
@@ -238,17 +243,20 @@ class CenterHead(nn.Module):
             offset += len(group)
             frames = []
             for i, s in enumerate(data_samples):
-                frames.append(encode_targets(
+                ft = encode_targets(
                     s.gt_boxes, s.gt_labels, classes, self.grid, cfg["gaussian_overlap"],
                     cfg["min_radius"], cfg["max_objs"], cfg["range_filter"],
                     points[i] if points is not None else None, cfg["min_points_in_box"],
-                    self.heading_encoding))
+                    self.heading_encoding)
+                frames.append(add_neighbour_slots(ft, self.grid, int(cfg["reg_radius"])))
+            centre = [f.centre if f.centre is not None else f.mask for f in frames]
             out.append(dict(
                 heatmap=torch.stack([f.heatmap for f in frames]),
                 indices=torch.stack([f.indices for f in frames]),
                 mask=torch.stack([f.mask for f in frames]),
                 reg={k: torch.stack([f.reg[k] for f in frames]) for k in self.reg_branches},
-                boxes=torch.stack([f.boxes for f in frames])))
+                boxes=torch.stack([f.boxes for f in frames]),
+                centre=torch.stack(centre)))
         return out
 
     def loss(self, outputs: HeadOutputs, data_samples: Sequence[Det3DSample],
@@ -258,8 +266,10 @@ class CenterHead(nn.Module):
         targets = self.targets(data_samples, points)
         losses: dict[str, torch.Tensor] = {}
         for g, (pred, tgt) in enumerate(zip(outputs.groups, targets)):
-            mask = tgt["mask"]
-            num = mask.sum().clamp(min=1).float()
+            mask, centre = tgt["mask"], tgt["centre"]
+            num = centre.sum().clamp(min=1).float()
+            # Per-slot loss weight: 1 at centre cells, reg_neighbour_weight at their neighbours.
+            slot_w = torch.where(centre, 1.0, float(self.train_cfg["reg_neighbour_weight"])) * mask
             losses[self._loss_key(g, "heatmap")] = self.loss_weights["heatmap"] * gaussian_focal_loss(
                 pred["heatmap"], tgt["heatmap"], self.focal_alpha, self.focal_beta) / num
             gathered = {b: gather_cells(pred[b], tgt["indices"]) for b in self.branch_names
@@ -267,13 +277,13 @@ class CenterHead(nn.Module):
             for b in self.reg_branches:
                 fn = masked_bce_loss if b == "direction" else masked_l1_loss
                 losses[self._loss_key(g, b)] = self.loss_weights[b] * fn(
-                    gathered[b], tgt["reg"][b], mask) / num
+                    gathered[b], tgt["reg"][b], slot_w) / num
             if self.with_iou:
                 with torch.no_grad():
                     pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
                                               tgt["indices"], self.grid, self.heading_encoding)
-                    iou_t = self._aligned_iou3d(pred_boxes[mask], tgt["boxes"][mask])
-                iou_pred = gathered["iou"][mask][:, 0]
+                    iou_t = self._aligned_iou3d(pred_boxes[centre], tgt["boxes"][centre])
+                iou_pred = gathered["iou"][centre][:, 0]
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * (
                     (iou_pred - (2 * iou_t - 1)).abs().sum() / num)
         return losses

@@ -37,7 +37,7 @@ def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                    channel_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over masked rows of ``|pred - target|`` (optionally weighted per channel).
 
-    pred, target: (..., K, C); mask: (..., K) bool.
+    pred, target: (..., K, C); mask: (..., K) bool, or float per-row weights.
     """
     diff = (pred.float() - target.float()).abs()
     if channel_weights is not None:
@@ -48,7 +48,7 @@ def masked_l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 def masked_bce_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum over masked rows of the binary cross-entropy of ``logits`` against ``target`` in [0, 1].
 
-    logits, target: (..., K, C); mask: (..., K) bool.
+    logits, target: (..., K, C); mask: (..., K) bool, or float per-row weights.
     """
     bce = torch.nn.functional.binary_cross_entropy_with_logits(
         logits.float(), target.float(), reduction="none")

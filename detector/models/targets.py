@@ -133,6 +133,7 @@ class FrameTargets:
     mask: torch.Tensor         # (K,) bool
     reg: dict                  # branch -> (K, channels) float32
     boxes: torch.Tensor        # (K, 7) the ground truth boxes in the slots
+    centre: torch.Tensor | None = None  # (K,) bool: slots at an object's centre cell (None: all)
 
 
 def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
@@ -204,6 +205,40 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
         reg["direction"][:n, 0] = (torch.cos(boxes[:, 6] - axis_angle(sin2, cos2)) > 0).float()
     slot_boxes[:n] = boxes
     return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
+
+
+def add_neighbour_slots(t: FrameTargets, grid: BEVGrid, radius: int) -> FrameTargets:
+    """Append regression slots for the cells within ``radius`` (Chebyshev) of each object's
+    centre cell.
+
+    A decoded peak one cell away from the true centre cell reads the regression there, which
+    centre-only supervision never trained; here those cells get the same targets, with the
+    offset measured from their own corner (so it lies in [-radius, 1 + radius)) and decoding
+    needs no change. Returns K * (2 radius + 1)^2 slots, the original K first; slots whose cell
+    falls off the map are masked out. The returned ``centre`` mask marks the original slots.
+    """
+    if radius <= 0:
+        return t
+    h, w = grid.shape
+    k = t.indices.shape[0]
+    ix, iy = t.indices % w, torch.div(t.indices, w, rounding_mode="floor")
+    shifts = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+              if (dx, dy) != (0, 0)]
+    idx, mask, reg, boxes = [t.indices], [t.mask], {n: [v] for n, v in t.reg.items()}, [t.boxes]
+    for dx, dy in shifts:
+        nx, ny = ix + dx, iy + dy
+        inside = (nx >= 0) & (nx < w) & (ny >= 0) & (ny < h)
+        idx.append(torch.where(inside, ny * w + nx, torch.zeros_like(t.indices)))
+        mask.append(t.mask & inside)
+        for n, v in t.reg.items():
+            if n == "offset":
+                v = v - torch.tensor([dx, dy], dtype=v.dtype, device=v.device)
+            reg[n].append(v)
+        boxes.append(t.boxes)
+    centre = torch.zeros(k * (len(shifts) + 1), dtype=torch.bool, device=t.mask.device)
+    centre[:k] = t.mask
+    return FrameTargets(t.heatmap, torch.cat(idx), torch.cat(mask),
+                        {n: torch.cat(v) for n, v in reg.items()}, torch.cat(boxes), centre)
 
 
 def gather_cells(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
