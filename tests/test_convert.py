@@ -226,9 +226,13 @@ def test_killed_run_then_resume(tmp_path, big_segments, sig, workers):
     out = tmp_path / "out"
     args = [*map(str, big), "--out", str(out), "--split", "train", "--no-progress",
             "--workers", str(workers)]
+    # A job started in the background of a non-interactive shell (CI runners, `cmd &`) inherits
+    # SIGINT as ignored, and Python then never raises KeyboardInterrupt: give the child the
+    # terminal's default disposition, as a real Ctrl-C would meet.
     proc = subprocess.Popen([sys.executable, str(REPO / "tools/convert_waymo.py"), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     interrupted = False
     while time.time() - t0 < 120 and proc.poll() is None:
