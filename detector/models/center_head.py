@@ -249,14 +249,13 @@ class CenterHead(nn.Module):
                     points[i] if points is not None else None, cfg["min_points_in_box"],
                     self.heading_encoding)
                 frames.append(add_neighbour_slots(ft, self.grid, int(cfg["reg_radius"])))
-            centre = [f.centre if f.centre is not None else f.mask for f in frames]
             out.append(dict(
                 heatmap=torch.stack([f.heatmap for f in frames]),
                 indices=torch.stack([f.indices for f in frames]),
                 mask=torch.stack([f.mask for f in frames]),
                 reg={k: torch.stack([f.reg[k] for f in frames]) for k in self.reg_branches},
                 boxes=torch.stack([f.boxes for f in frames]),
-                centre=torch.stack(centre)))
+                centre=torch.stack([f.centre for f in frames])))
         return out
 
     def loss(self, outputs: HeadOutputs, data_samples: Sequence[Det3DSample],

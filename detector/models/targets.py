@@ -133,7 +133,8 @@ class FrameTargets:
     mask: torch.Tensor         # (K,) bool
     reg: dict                  # branch -> (K, channels) float32
     boxes: torch.Tensor        # (K, 7) the ground truth boxes in the slots
-    centre: torch.Tensor | None = None  # (K,) bool: slots at an object's centre cell (None: all)
+    centre: torch.Tensor       # (K,) bool: used slots at an object's centre cell (== mask unless
+                               # add_neighbour_slots appended neighbour slots)
 
 
 def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
@@ -182,7 +183,7 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
         keep &= points_in_boxes_count(points.float(), boxes) >= min_points_in_box
     idx = torch.nonzero(keep).flatten()[:max_objs]
     if idx.numel() == 0:
-        return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
+        return FrameTargets(heatmap, indices, mask, reg, slot_boxes, mask)
     boxes, channel, fx, fy = boxes[idx], channel[idx], fx[idx], fy[idx]
     ix = fx.floor().long().clamp(0, w - 1)
     iy = fy.floor().long().clamp(0, h - 1)
@@ -204,7 +205,7 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
         # 1 when the heading is within +-90 degrees of the axis angle decoding will produce.
         reg["direction"][:n, 0] = (torch.cos(boxes[:, 6] - axis_angle(sin2, cos2)) > 0).float()
     slot_boxes[:n] = boxes
-    return FrameTargets(heatmap, indices, mask, reg, slot_boxes)
+    return FrameTargets(heatmap, indices, mask, reg, slot_boxes, mask)
 
 
 def add_neighbour_slots(t: FrameTargets, grid: BEVGrid, radius: int) -> FrameTargets:
@@ -236,7 +237,7 @@ def add_neighbour_slots(t: FrameTargets, grid: BEVGrid, radius: int) -> FrameTar
             reg[n].append(v)
         boxes.append(t.boxes)
     centre = torch.zeros(k * (len(shifts) + 1), dtype=torch.bool, device=t.mask.device)
-    centre[:k] = t.mask
+    centre[:k] = t.centre
     return FrameTargets(t.heatmap, torch.cat(idx), torch.cat(mask),
                         {n: torch.cat(v) for n, v in reg.items()}, torch.cat(boxes), centre)
 
