@@ -310,6 +310,36 @@ def test_iou_branch_trains_and_rectifies_scores():
     assert model.head.heads[0]["iou"][-1].weight.grad.abs().sum() > 0
 
 
+def test_iou_loss_covers_the_neighbour_slots():
+    """With reg_radius, the IoU target of every regression slot is the 3D IoU of the box decoded
+    there with its ground truth (checked with the pure-Python reference IoU), weighted like the
+    other regression terms: 1 at the centre, reg_neighbour_weight around it."""
+    from detector.models.targets import decode_boxes, gather_cells
+    from ops.iou3d import boxes_iou3d_reference
+
+    model = build(tiny_cfg(with_iou=True, train_cfg=dict(reg_radius=1, reg_neighbour_weight=0.5)))
+    model.train()
+    pts, samples = frames(2)
+    out = model(dict(points=pts), samples, "tensor")
+    head = model.head
+    tgt = head.targets(samples)[0]
+    live = tgt["mask"].bool()
+    assert live.sum() > tgt["centre"].sum()          # neighbour slots exist
+    gathered = {b: gather_cells(out.groups[0][b], tgt["indices"]) for b in head.branch_names
+                if b != "heatmap"}
+    boxes = decode_boxes({b: gathered[b] for b in head.reg_branches}, tgt["indices"], head.grid,
+                         head.heading_encoding)[live].detach().double().numpy()
+    gt = tgt["boxes"][live].double().numpy()
+    iou_t = torch.tensor([boxes_iou3d_reference(boxes[i:i + 1], gt[i:i + 1])[0, 0]
+                          for i in range(len(gt))])
+    w = torch.where(tgt["centre"], 1.0, 0.5)[live].double()
+    pred = gathered["iou"][live][:, 0].detach().double()
+    expected = ((pred - (2 * iou_t - 1)).abs() * w).sum() / tgt["centre"].sum()
+    losses = head.loss(out, samples)
+    torch.testing.assert_close(losses["loss_iou"].double(), head.loss_weights["iou"] * expected,
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_bad_inputs_are_named():
     model = build(tiny_cfg())
     with pytest.raises(ValueError, match=r"inputs\['points'\]\[1\]"):

@@ -278,24 +278,26 @@ class CenterHead(nn.Module):
                 losses[self._loss_key(g, b)] = self.loss_weights[b] * fn(
                     gathered[b], tgt["reg"][b], slot_w) / num
             if self.with_iou:
+                # Trained at every regression slot (centre and, with reg_radius, its neighbours):
+                # a peak at a neighbour cell decodes that cell's box, so its IoU must be known too.
+                live = mask.bool()
                 with torch.no_grad():
                     pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
                                               tgt["indices"], self.grid, self.heading_encoding)
-                    iou_t = self._aligned_iou3d(pred_boxes[centre], tgt["boxes"][centre])
-                iou_pred = gathered["iou"][centre][:, 0]
+                    iou_t = self._aligned_iou3d(pred_boxes[live], tgt["boxes"][live])
+                iou_pred = gathered["iou"][live][:, 0]
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * (
-                    (iou_pred - (2 * iou_t - 1)).abs().sum() / num)
+                    ((iou_pred - (2 * iou_t - 1)).abs() * slot_w[live]).sum() / num)
         return losses
 
     @staticmethod
     def _aligned_iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """IoU3D of row i of ``a`` with row i of ``b`` (via ops.iou3d's pairwise matrix)."""
+        """IoU3D of row i of ``a`` with row i of ``b`` (ops.iou3d's aligned kernel, O(N))."""
         if a.shape[0] == 0:
             return a.new_zeros(0)
-        from ops.iou3d import boxes_iou3d
+        from ops.iou3d import boxes_iou3d_aligned
 
-        iou = torch.as_tensor(boxes_iou3d(a.float().contiguous(), b.float().contiguous()))
-        return iou.diagonal().to(a)
+        return boxes_iou3d_aligned(a.float().contiguous(), b.float().contiguous()).to(a)
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
