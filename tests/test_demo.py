@@ -22,7 +22,7 @@ def test_demo_runs_and_reuses_its_outputs(tmp_path_factory, tmp_path, capsys):
     shutil.copytree(converted.parent, work / "data")  # raw/<split>/*.tfrecord + converted/
     s = DemoSettings(work_dir=work, config=TINY_CONFIG, train_segments=1, val_segments=1,
                      frames_per_segment=2, num_vis=1, workers=1,
-                     cfg_options={"train_cfg.max_epochs": 1, "train_cfg.val_interval": 100})
+                     cfg_options={"train_cfg.max_epochs": 1, "train_cfg.val_interval": 1})
     metrics = run_demo(settings=s)
     _clear_scope()
     out = capsys.readouterr().out
@@ -36,6 +36,11 @@ def test_demo_runs_and_reuses_its_outputs(tmp_path_factory, tmp_path, capsys):
     ckpt = work / "train" / "epoch_1.pth"
     mtime = ckpt.stat().st_mtime_ns
     assert str(ckpt) in out and str(work / "metrics.json") in out
+    # evaluated once, by the demo's test step: the training run's own validation loop is off
+    # even though the config asks for it after every epoch
+    train_logs = list((work / "train").glob("*/*.log"))
+    assert train_logs and "Epoch(train)" in train_logs[0].read_text()
+    assert "Epoch(val)" not in train_logs[0].read_text()
 
     run_demo(settings=s)
     _clear_scope()

@@ -126,6 +126,9 @@ def train(s: DemoSettings, converted: Path, fresh: bool = False) -> Path:
         return ckpt
     if fresh and train_dir.exists():
         shutil.rmtree(train_dir)
+    # The demo evaluates once, in its own test step (evaluate()); the config's validation loop
+    # (which mmengine always runs after the last epoch) would print the same table again.
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     check_config(cfg, phases=("train",))
     resume = (train_dir / "last_checkpoint").is_file()
     _say(f"training {s.config.name} ({max_epochs} epochs, GradDrop mode "
@@ -189,39 +192,11 @@ def render(s: DemoSettings, runner, converted: Path) -> list[Path]:
             out.append(path)
         except Exception as e:  # noqa: BLE001 - Open3D rendering is optional; BEV always works
             _say(f"  3D render unavailable ({type(e).__name__}: {e}); BEV plot only")
-        try:
-            from ..visualization import plot_bev
-            path = vis_dir / f"{name}_bev.png"
-            plot_bev(pts, gt["boxes"], boxes[keep], scores[keep], path, gt_types=gt["types"])
-        except ImportError:
-            path = vis_dir / f"{name}_bev.png"
-            _plot_bev_fallback(pts, gt["boxes"], boxes[keep], scores[keep], path)
+        from ..visualization import plot_bev
+        path = vis_dir / f"{name}_bev.png"
+        plot_bev(pts, gt["boxes"], boxes[keep], scores[keep], path, gt_types=gt["types"])
         out.append(path)
     return out
-
-
-def _plot_bev_fallback(points, gt_boxes, pred_boxes, pred_scores, out_path) -> None:
-    """Minimal matplotlib BEV plot, used until detector.visualization provides ``plot_bev``."""
-    import os
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..datasets.transforms import box_corners_bev
-
-    fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
-    ax.scatter(points[:, 0], points[:, 1], s=0.2, c="0.5", linewidths=0)
-    for corners, color in ((box_corners_bev(gt_boxes), "g"), (box_corners_bev(pred_boxes), "r")):
-        for c in corners:
-            c = list(c) + [c[0]]
-            ax.plot([p[0] for p in c], [p[1] for p in c], color=color, lw=1)
-    ax.set_aspect("equal")
-    ax.set_title("BEV: ground truth (green), detections (red)")
-    tmp = Path(str(out_path) + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_path)
 
 
 def run_demo(fresh: bool = False, settings: DemoSettings | None = None) -> dict:
