@@ -198,6 +198,36 @@ def test_decode_is_within_a_cell_without_offsets():
     assert torch.all(d < math.hypot(*GRID.cell)) and torch.any(d > 0.05)
 
 
+def test_iou_rectification_reorders_scores_and_thresholds_the_heatmap_score():
+    """Three isolated peaks with heatmap scores 0.9 / 0.6 / 0.04 and predicted IoUs 0.3 / 0.95 /
+    0.9: rectified scores are score^(1-a) * iou^a (the better box overtakes the stronger peak),
+    and the 0.04 peak stays out although its rectified score is far above the threshold."""
+    h, w = GRID.shape
+    probs = torch.tensor([0.9, 0.6, 0.04])
+    ious = torch.tensor([0.3, 0.95, 0.9])
+    cells = [(10, 10), (30, 40), (60, 70)]                  # (y, x), far apart
+    logits = torch.full((1, 1, h, w), -30.0)
+    iou_map = torch.full((1, 1, h, w), -1.0)
+    for (y, x), p, q in zip(cells, probs, ious):
+        logits[0, 0, y, x] = torch.log(p / (1 - p))
+        iou_map[0, 0, y, x] = 2 * q - 1                      # the branch predicts 2 * IoU - 1
+    reg = {"offset": torch.zeros(1, 2, h, w), "z": torch.zeros(1, 1, h, w),
+           "size": torch.zeros(1, 3, h, w), "heading": torch.zeros(1, 2, h, w)}
+    reg["heading"][:, 1] = 1.0
+    a = 0.68
+    (boxes, scores, _), = decode_heatmap(logits, reg, GRID, score_threshold=0.05, iou_map=iou_map,
+                                         iou_rectifier=a)
+    expected = probs[:2] ** (1 - a) * ious[:2] ** a
+    assert boxes.shape == (2, 7)
+    torch.testing.assert_close(scores.sort(descending=True).values,
+                               expected.sort(descending=True).values)
+    assert expected[1] > expected[0]                        # the 0.6 / IoU 0.95 box now leads
+    assert probs[2] ** (1 - a) * ious[2] ** a > 0.05        # would have passed a rectified threshold
+    (_, plain, _), = decode_heatmap(logits, reg, GRID, score_threshold=0.05, iou_map=iou_map,
+                                    iou_rectifier=0.0)
+    torch.testing.assert_close(plain.sort(descending=True).values, probs[:2])
+
+
 def test_wrap_heading_range():
     a = torch.tensor([-math.pi, math.pi, 3 * math.pi, -3 * math.pi - 0.1, 0.5, 7.0], dtype=torch.float64)
     w = wrap_heading(a)
