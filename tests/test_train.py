@@ -41,6 +41,31 @@ def trained(root, tmp_path_factory):
     return work
 
 
+def test_text_caching_config_formats_once_and_follows_changes(monkeypatch):
+    """build_runner's config formats its text (yapf, ~1 s) once, not at every checkpoint, and
+    re-formats when the content changes."""
+    import copy
+
+    import mmengine.config.config as mmcfg
+    from mmengine.config import Config
+
+    from detector.engine.runner import TextCachingConfig
+
+    cfg = Config.fromfile(str(TINY_CONFIG))
+    plain = cfg.pretty_text
+    calls = []
+    real = mmcfg.FormatCode
+    monkeypatch.setattr(mmcfg, "FormatCode", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    object.__setattr__(cfg, "__class__", TextCachingConfig)
+    assert cfg.pretty_text == plain and cfg.pretty_text == plain
+    assert len(calls) == 1
+    cfg.train_cfg.max_epochs = 7
+    text = cfg.pretty_text
+    assert text != plain and "max_epochs=7" in text and len(calls) == 2
+    twin = copy.deepcopy(cfg)                       # what the Runner keeps
+    assert type(twin) is TextCachingConfig and twin.pretty_text == text and len(calls) == 2
+
+
 def test_train_writes_checkpoint_logs_and_tensorboard(trained):
     assert (trained / "epoch_1.pth").is_file()
     assert (trained / "last_checkpoint").read_text().strip().endswith("epoch_1.pth")
@@ -52,6 +77,9 @@ def test_train_writes_checkpoint_logs_and_tensorboard(trained):
         assert key in text, f"{key} missing from the training log"
     assert list(trained.glob("*/vis_data/events.out.tfevents.*")), "no TensorBoard event file"
     assert list(trained.glob("*/vis_data/scalars.json"))
+    import torch
+    meta = torch.load(trained / "epoch_1.pth", map_location="cpu", weights_only=False)["meta"]
+    assert "max_epochs=1" in meta["cfg"] and str(trained) in meta["cfg"]
 
 
 def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_path, capsys):
