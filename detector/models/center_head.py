@@ -278,16 +278,17 @@ class CenterHead(nn.Module):
                 losses[self._loss_key(g, b)] = self.loss_weights[b] * fn(
                     gathered[b], tgt["reg"][b], slot_w) / num
             if self.with_iou:
-                # Trained at every regression slot (centre and, with reg_radius, its neighbours):
-                # a peak at a neighbour cell decodes that cell's box, so its IoU must be known too.
-                live = mask.bool()
+                # Target 2 * IoU - 1 at every regression slot (centre and, with reg_radius, its
+                # neighbours): a peak at a neighbour cell decodes that cell's box, so its IoU must
+                # be known too. Weighted per slot like the other regression branches.
                 with torch.no_grad():
                     pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
                                               tgt["indices"], self.grid, self.heading_encoding)
-                    iou_t = self._aligned_iou3d(pred_boxes[live], tgt["boxes"][live])
-                iou_pred = gathered["iou"][live][:, 0]
-                losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * (
-                    ((iou_pred - (2 * iou_t - 1)).abs() * slot_w[live]).sum() / num)
+                    iou_t = torch.zeros_like(gathered["iou"])
+                    iou = self._aligned_iou3d(pred_boxes[mask], tgt["boxes"][mask])
+                    iou_t[mask] = 2 * iou[:, None] - 1
+                losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * masked_l1_loss(
+                    gathered["iou"], iou_t, slot_w) / num
         return losses
 
     @staticmethod
