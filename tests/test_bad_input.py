@@ -318,3 +318,37 @@ def test_atomic_outputs_respect_the_umask(tmp_path, umask):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
     assert (tmp_path / "x.bin").read_bytes() == b"abc"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# --- kill -9 during training, then --resume --------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_gives_bit_identical_weights(root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "tools" / "train.py"), str(TINY_CONFIG), "--data-root",
+           str(root), "--cfg-options", "train_cfg.max_epochs=2", "train_cfg.val_interval=100"]
+    subprocess.run(cmd + ["--work-dir", str(tmp_path / "full")], check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    work = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--work-dir", str(work)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    # mmengine writes last_checkpoint once epoch_1.pth is complete
+    while not (work / "last_checkpoint").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (work / "epoch_2.pth").exists()
+    subprocess.run(cmd + ["--work-dir", str(work), "--resume"], check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    a = torch.load(tmp_path / "full" / "epoch_2.pth", map_location="cpu", weights_only=False)
+    b = torch.load(work / "epoch_2.pth", map_location="cpu", weights_only=False)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
