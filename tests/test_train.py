@@ -141,6 +141,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(trained, root, t
     _clear_scope()
     msg = str(exc.value)
     assert "iteration 3" in msg and "loss_heatmap=nan" in msg and "loss_reg_size=" in msg
-    assert "epoch_1.pth" in msg
+    # the copied work dir's checkpoint, not the path recorded in the run it was copied from
+    assert f"the last good checkpoint is {work / 'epoch_1.pth'}" in msg
     assert hashlib.sha256((work / "epoch_1.pth").read_bytes()).hexdigest() == digest
     assert not (work / "epoch_2.pth").exists()

@@ -41,6 +41,14 @@ def main(argv=None) -> int:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
     work_dir = args.work_dir or str(Path("work_dirs") / Path(args.config).stem)
+    from detector.fileio import check_writable
+    try:  # before the test run, not after it
+        if args.out_submission:
+            check_writable(args.out_submission, "--out-submission")
+        check_writable(Path(work_dir) / "metrics.json", "metrics file")
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for ev in (cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]):
         if ev.get("type") == "WaymoMetric":
             ev["metrics_json"] = str(Path(work_dir) / "metrics.json")

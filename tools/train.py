@@ -37,8 +37,14 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
-    runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
-                          launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
+    from detector.engine.resume import CheckpointError
+
+    try:
+        runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
+                              launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     runner.train()
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.evaluation.waymo import evaluate_objects, format_metrics_table, read_objects  # noqa: E402
+from detector.evaluation.waymo.objects_io import prediction_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -23,12 +24,30 @@ def main(argv=None) -> int:
     ap.add_argument("predictions", type=Path, help="metrics_pb2.Objects file with predictions")
     ap.add_argument("ground_truth", type=Path, help="metrics_pb2.Objects file with ground truth")
     ap.add_argument("--json", type=Path, help="also write {breakdown: {AP, APH, num_gt}} here")
+    ap.add_argument("--allow-empty", action="store_true",
+                    help="score a prediction file with no objects (an empty file is an error otherwise)")
+    ap.add_argument("--strict", action="store_true",
+                    help="fail on what the official metric accepts but is almost surely a mistake "
+                         "(sizes <= 0.01 m, scores outside [0, 1], duplicated boxes) instead of warning")
     args = ap.parse_args(argv)
     try:
         pred = read_objects(args.predictions)
         gt = read_objects(args.ground_truth)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(gt) == 0:
+        print(f"error: {args.ground_truth}: no ground-truth objects (an empty Objects file)",
+              file=sys.stderr)
+        return 2
+    if len(pred) == 0 and not args.allow_empty:
+        print(f"error: {args.predictions}: no predictions (an empty Objects file); pass "
+              f"--allow-empty to score it (AP 0)", file=sys.stderr)
+        return 2
+    warnings = prediction_warnings(pred, args.predictions)
+    for w in warnings:
+        print(f"{'error' if args.strict else 'warning'}: {w}", file=sys.stderr)
+    if warnings and args.strict:
         return 2
     t0 = time.perf_counter()
     result = evaluate_objects(pred, gt)

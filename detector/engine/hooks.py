@@ -67,11 +67,10 @@ class NaNGuardHook(Hook):
         bad = [k for k, v in values.items() if "loss" in k and not math.isfinite(v)]
         if not bad:
             return
-        ckpt = None
-        try:
-            ckpt = runner.message_hub.get_info("last_ckpt")
-        except Exception:  # noqa: BLE001 - only used for the message
-            pass
+        # This run's own work dir, not the message hub's ``last_ckpt``: after resuming a copied
+        # run that still names the checkpoint in the work dir it was copied from.
+        from .resume import newest_intact_checkpoint
+        ckpt = newest_intact_checkpoint(runner.work_dir)
         shown = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
         raise NonFiniteLossError(
             f"non-finite loss {bad} at iteration {runner.iter + 1} (epoch {runner.epoch + 1}, "

@@ -87,13 +87,10 @@ def _key(path: list[str]) -> str:
     return s
 
 
-def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "test")) -> None:
-    """Raise :class:`ConfigError` naming the key of an unknown ``type`` or a missing ``data_root``."""
+def import_registering_modules() -> None:
+    """Make every project and mmengine module register itself (registry ``locations`` are lazy)."""
     import importlib
 
-    from mmengine.registry import DefaultScope
-
-    # Make every project module register itself (registry ``locations`` are lazy).
     for mod in ("mmengine.runner", "mmengine.optim", "mmengine.hooks", "mmengine.visualization",
                 "mmengine.model", "mmengine.dataset", "mmengine.evaluator",
                 "detector.models", "detector.datasets.dataset", "detector.datasets.transforms",
@@ -102,6 +99,13 @@ def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "
             importlib.import_module(mod)
         except ImportError as e:
             raise ConfigError(f"cannot import {mod} ({e}); the project is not fully installed") from e
+
+
+def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "test")) -> None:
+    """Raise :class:`ConfigError` naming the key of an unknown ``type`` or a missing ``data_root``."""
+    from mmengine.registry import DefaultScope
+
+    import_registering_modules()
     regs = _registries()
     scope = cfg.get("default_scope", "detector")
     if DefaultScope.get_current_instance() is None and scope:
@@ -151,7 +155,8 @@ def add_common_cli_args(parser, work_dir_help: str = "where logs and outputs go 
     parser.add_argument("--work-dir", help=work_dir_help)
     parser.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. train_cfg.max_epochs=2")
+                        help="override config keys, e.g. train_cfg.max_epochs=2; a key that the config lacks "
+                        "(and no constructor takes) is an error unless written +key=value")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
 
@@ -223,8 +228,11 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
         stem = Path(cfg.filename).stem if cfg.filename else "run"
         cfg.work_dir = str(Path("work_dirs") / stem)
     if resume:
+        from .resume import resolve_resume  # raises CheckpointError naming the broken file
+
+        ckpt = resolve_resume(cfg.work_dir, resume)
         cfg.resume = True
-        cfg.load_from = None if resume is True or resume == "auto" else str(resume)
+        cfg.load_from = None if ckpt is None else str(ckpt)
     if load_from is not None:
         cfg.load_from = str(load_from)
     if amp:
@@ -268,9 +276,12 @@ def load_config(path: str, cfg_options: dict | None = None, data_root: str | Non
                 phases=("train", "val", "test")) -> Config:
     """What every command line does first: read the config, apply ``--cfg-options`` and
     ``--data-root``, then ``check_config`` for the phases it will run (raises ConfigError)."""
+    from .cfg_options import apply_cfg_options
+
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        import_registering_modules()
+        apply_cfg_options(cfg, cfg_options)
     if data_root:
         set_data_root(cfg, data_root)
     check_config(cfg, phases=phases)

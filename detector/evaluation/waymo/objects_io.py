@@ -9,8 +9,6 @@ float32 (the proto's ``Label.Box`` stores width in field 4 and length in field 5
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +67,10 @@ def read_objects(path) -> ObjectArrays:
     diff = np.zeros(n, np.int64)
     npts = np.zeros(n, np.int64)
     nlz = np.zeros(n, bool)
+    untyped = []  # rows whose Label.type is absent or a value the enum does not know
     for i, o in enumerate(objs.objects):
+        if not o.object.HasField("type"):
+            untyped.append(i)
         b = o.object.box
         boxes[i] = (b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading)
         ctx[i] = o.context_name
@@ -82,6 +83,13 @@ def read_objects(path) -> ObjectArrays:
     bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
     if bad.size:
         raise ValueError(f"{path}: object {bad[0]} has a non-finite box {boxes[bad[0]].tolist()}")
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise ValueError(f"{path}: object {bad[0]} has a non-finite score ({scores[bad[0]]}); "
+                         f"{bad.size} object(s) in all")
+    if untyped:
+        raise ValueError(f"{path}: object {untyped[0]} has {_describe_type_field(objs.objects[untyped[0]])}; "
+                         f"expected a Label.Type 1..4 ({len(untyped)} object(s) in all)")
     bad = np.flatnonzero((types < 0) | (types > 4))
     if bad.size:
         raise ValueError(f"{path}: object {bad[0]} has unknown type {types[bad[0]]}")
@@ -94,6 +102,19 @@ def read_objects(path) -> ObjectArrays:
     return ObjectArrays(ctx.astype(str) if n else np.zeros(0, "<U1"), ts, fids,
                         boxes.astype(np.float32), types.astype(np.uint8), scores,
                         diff.astype(np.uint8), npts, nlz)
+
+
+def _describe_type_field(obj) -> str:
+    """Why ``object.type`` is unset: absent, or a number the Label.Type enum does not know
+    (proto2 parsers move unknown enum values out of the field, so it reads as UNKNOWN = 0)."""
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+        for f in UnknownFieldSet(obj.object):
+            if f.field_number == 3 and f.wire_type == 0:  # Label.type
+                return f"object.type = {f.data}, a value unknown to Label.Type"
+    except ImportError:  # protobuf < 4.22 has no UnknownFieldSet
+        pass
+    return "no object.type"
 
 
 def write_objects(path, context_names, timestamps, boxes, types, scores,
@@ -133,16 +154,40 @@ def write_objects(path, context_names, timestamps, boxes, types, scores,
         o.frame_timestamp_micros = int(ts[i])
         if nlz[i]:
             o.overlap_with_nlz = True
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(objs.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from detector.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, objs.SerializeToString())
+
+
+def prediction_warnings(pred: ObjectArrays, path="predictions") -> list[str]:
+    """What in a prediction file the official metric accepts but is almost surely a mistake.
+
+    Each is scored exactly as the official op scores it (checked against it in the oracle venv):
+    a box with a size <= 0.01 m has IoU 0 with everything (a false positive); a score above 1
+    passes every cutoff and one below 0 none; a duplicated box is a second prediction (a false
+    positive once the first is matched). One line per kind, naming the first row and the count.
+    """
+    out = []
+    small = np.flatnonzero((pred.boxes[:, 3:6] <= 0.01).any(axis=1))
+    if small.size:
+        out.append(f"{path}: {small.size} box(es) with a size <= 0.01 m (first: object {small[0]}, "
+                   f"size {pred.boxes[small[0], 3:6].tolist()}); the metric counts them as false "
+                   f"positives")
+    off = np.flatnonzero((pred.scores < 0) | (pred.scores > 1))
+    if off.size:
+        out.append(f"{path}: {off.size} score(s) outside [0, 1] (first: object {off[0]}, score "
+                   f"{float(pred.scores[off[0]])}); the metric's cutoffs are 0.00..1.00")
+    if len(pred):
+        rows = np.concatenate([pred.frame_ids[:, None].view(np.uint8).reshape(len(pred), -1),
+                               pred.types[:, None].astype(np.uint8),
+                               pred.boxes.view(np.uint8).reshape(len(pred), -1)], axis=1)
+        _, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+        dup = counts > 1
+        if dup.any():
+            out.append(f"{path}: {int((counts[dup] - 1).sum())} duplicated box(es) (same frame, type "
+                       f"and box; first: object {int(first[dup].min())}); each copy after the first "
+                       f"is a false positive")
+    return out
 
 
 def evaluate_objects(pred: ObjectArrays, gt: ObjectArrays, **kwargs) -> dict:
