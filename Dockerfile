@@ -3,7 +3,7 @@
 # extras of pyproject.toml - spconv-cu126, numba-cuda[cu12] for Numba's CUDA kernels - and the
 # Waymo protos), plus the repository.
 #   docker build -t graddrop-det3d .
-#   docker run --gpus all --shm-size 16g graddrop-det3d --entrypoint python tools/gpu_check.py
+#   docker run --gpus all --shm-size 16g --entrypoint python graddrop-det3d tools/gpu_check.py
 #       (prove the GPU path first: exit 0 = every check passed; report in work_dirs/gpu_check)
 #   docker run --gpus all --shm-size 16g -v /data/waymo_converted:/opt/graddrop-det3d/data/waymo_converted \
 #       -v /data/work_dirs:/opt/graddrop-det3d/work_dirs graddrop-det3d \
