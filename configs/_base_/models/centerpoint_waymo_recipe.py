@@ -4,8 +4,8 @@
 # centerpoint_graddrop_waymo.py (grid, neck, head widths, GradDrop keys). Item-by-item comparison:
 # docs/recipe.md. Changes against that base, all from the recipe:
 # - VoxelResBackBone8x: residual stage blocks, 2 per stage, 16-32-64-128 channels (the base has
-#   single SubM convs, 1-2-2-2 of them: centerpoint_without_resnet.yaml's VoxelBackBone8x, 71.33/
-#   70.76 L1);
+#   single SubM convs, 1-2-2-2 of them, as centerpoint_without_resnet.yaml's VoxelBackBone8x -
+#   71.33/70.76 L1 - but with a 128-channel last stage where that one has 64);
 # - regression weights loc_weight 2.0 x code_weights 1.0 = 2.0 on every regression channel
 #   (the base's 0.25 is CenterPoint's nuScenes code weight, 8x less regression);
 # - decoding: top 500 cells by score (no 3x3 max-pool peak test: OpenPCDet's decode takes the
