@@ -333,6 +333,9 @@ def check_training(device: str = "cuda", amp: bool = False, data_root: Path | No
     over = {"default_hooks.checkpoint.interval": half, "default_hooks.checkpoint.max_keep_ckpts": 4,
             **(overrides or {})}
     tag = "amp" if amp else "fp32"
+    import shutil
+    for run in ("full", "part"):  # a previous gpu_check's checkpoints must not be resumed from
+        shutil.rmtree(work_dir / f"{tag}_{run}", ignore_errors=True)
     full = _train_run(config, data_root, work_dir / f"{tag}_full", device, amp, None, False, over)
     part = _train_run(config, data_root, work_dir / f"{tag}_part", device, amp, half, False, over)
     ckpt = work_dir / f"{tag}_part" / f"epoch_{half}.pth"
@@ -408,7 +411,7 @@ def check_throughput(device: str = "cuda", config: Path = WAYMO_CONFIG, batch: i
         _sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-        losses.append(float(log["loss"]))
+        losses.append(float(log["loss"].detach()))
     model.eval()
     frames = _synthetic_batch(min(infer_frames, 3), 999, kw, ncls)
     lat = []
