@@ -256,3 +256,55 @@ def test_object_sample_rejects_unknown_collision_mode():
     db = _fake_db(np.zeros((1, 7)) + [0, 0, 0, 4, 2, 1.5, 0], [1], [10])
     with pytest.raises(ValueError, match="collision"):
         ObjectSample(db, ["VEHICLE"], dict(VEHICLE=3), collision="greedy")
+
+
+# OpenPCDet's VoxelResBackBone8x (spconv_backbone.py), conv by conv in forward order:
+# (kind, in, out, kernel, stride, padding); a residual block is two SubM 3x3x3 convs.
+def _res_block(c):
+    return [("SubMConv3d", c, c, [3, 3, 3], [1, 1, 1], [1, 1, 1])] * 2
+
+
+VOXEL_RES_BACKBONE_8X = (
+    [("SubMConv3d", 5, 16, [3, 3, 3], [1, 1, 1], [1, 1, 1])] + _res_block(16) * 2
+    + [("SparseConv3d", 16, 32, [3, 3, 3], [2, 2, 2], [1, 1, 1])] + _res_block(32) * 2
+    + [("SparseConv3d", 32, 64, [3, 3, 3], [2, 2, 2], [1, 1, 1])] + _res_block(64) * 2
+    + [("SparseConv3d", 64, 128, [3, 3, 3], [2, 2, 2], [0, 1, 1])] + _res_block(128) * 2
+    + [("SparseConv3d", 128, 128, [3, 1, 1], [2, 1, 1], [0, 0, 0])])
+
+
+# VoxelBackBone8x (centerpoint_without_resnet.yaml): single SubM convs, 64 channels in stage 4.
+def _subm(c):
+    return ("SubMConv3d", c, c, [3, 3, 3], [1, 1, 1], [1, 1, 1])
+
+
+VOXEL_BACKBONE_8X = (
+    [("SubMConv3d", 5, 16, [3, 3, 3], [1, 1, 1], [1, 1, 1]), _subm(16)]
+    + [("SparseConv3d", 16, 32, [3, 3, 3], [2, 2, 2], [1, 1, 1]), _subm(32), _subm(32)]
+    + [("SparseConv3d", 32, 64, [3, 3, 3], [2, 2, 2], [1, 1, 1]), _subm(64), _subm(64)]
+    + [("SparseConv3d", 64, 64, [3, 3, 3], [2, 2, 2], [0, 1, 1]), _subm(64), _subm(64)]
+    + [("SparseConv3d", 64, 128, [3, 1, 1], [2, 1, 1], [0, 0, 0])])
+
+
+def _encoder_convs(enc):
+    return [(type(m).__name__, m.in_channels, m.out_channels, list(m.kernel_size), list(m.stride),
+             list(m.padding)) for m in enc.modules()
+            if type(m).__name__ in ("SubMConv3d", "SparseConv3d")]
+
+
+def test_recipe_encoders_match_openpcdet_layouts():
+    from mmengine.config import Config
+
+    from detector.models.backbone_3d import SparseBasicBlock
+    from detector.registry import MODELS
+    path = str(REPO / "configs/waymo/centerpoint_nograddrop_waymo_3class.py")
+    enc = MODELS.build(Config.fromfile(path).model).backbone_3d
+    assert _encoder_convs(enc) == VOXEL_RES_BACKBONE_8X
+    assert sum(isinstance(m, SparseBasicBlock) for m in enc.modules()) == 8  # identity adds
+    assert enc.sparse_shape == [41, 1504, 1504] and enc.out_channels == 256  # 128 x 2 z slices
+    # docs/recipe.md's override for the plain-encoder reference model
+    cfg = Config.fromfile(path)
+    cfg.merge_from_dict({"model.backbone_3d.residual": False,
+                         "model.backbone_3d.blocks_per_stage": (1, 2, 2, 2),
+                         "model.backbone_3d.stage_channels": (16, 32, 64, 64)})
+    plain = MODELS.build(cfg.model).backbone_3d
+    assert _encoder_convs(plain) == VOXEL_BACKBONE_8X and plain.out_channels == 256
