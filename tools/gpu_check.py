@@ -441,11 +441,14 @@ def check_throughput(device: str = "cuda", config: Path = WAYMO_CONFIG, batch: i
 
 
 # ---------------------------------------------------------------------------------------- main
-def environment() -> dict:
+def environment(libraries: bool = True) -> dict:
+    """Versions and devices for the report (``libraries=False``: torch only, fast)."""
     env = dict(python=sys.version.split()[0], torch=torch.__version__,
                cuda_available=torch.cuda.is_available(), torch_cuda=torch.version.cuda)
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
+    if not libraries:
+        return env
     for mod in ("numba", "spconv", "mmengine"):
         try:
             env[mod] = __import__(mod).__version__
@@ -483,10 +486,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu")
     p.add_argument("--only", nargs="+", choices=CHECKS, help="run only these checks")
     args = p.parse_args(argv)
-    env = environment()
+    no_cuda = args.device != "cpu" and not torch.cuda.is_available()
+    env = environment(libraries=not no_cuda)
     report = dict(tool="tools/gpu_check.py", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   device=args.device, environment=env, checks=[])
-    if args.device != "cpu" and not torch.cuda.is_available():
+    if no_cuda:
         report.update(ok=False, status="no CUDA device: torch.cuda.is_available() is False; "
                                        "nothing was checked")
         write_report(report, args.out)
