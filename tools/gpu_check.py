@@ -293,7 +293,8 @@ def _train_run(cfg_path: Path, data_root: Path, work_dir: Path, device: str, amp
     if amp:
         opts["optim_wrapper.type"] = "AmpOptimWrapper"
         opts["optim_wrapper.loss_scale"] = "dynamic"
-    cfg = load_config(str(cfg_path), opts, str(data_root), phases=("train",))
+    cfg = load_config(str(cfg_path), None, str(data_root), phases=("train",))
+    cfg.merge_from_dict(opts)  # our own keys (loss_scale is new to the demo config), not user input
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h["type"] != "ProgressBarHook"]
