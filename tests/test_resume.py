@@ -94,3 +94,37 @@ def test_allow_list_still_refuses_foreign_globals(tmp_path):
         restricted_getattr(HistoryBuffer, "__init__")
     with pytest.raises(RuntimeError, match="only HistoryBuffer"):
         restricted_getattr(torch, "load")
+
+
+def _onecycle_overrides() -> dict:
+    """The Waymo configs' one-cycle (configs/_base_/schedules/adam_onecycle_30e.py) squeezed into
+    2 epochs: warm-up epoch 0, decay epoch 1 (the tiny config has 2 iterations per epoch)."""
+    from mmengine.config import Config
+
+    from test_train_support import REPO
+    sched = Config.fromfile(str(REPO / "configs/_base_/schedules/adam_onecycle_30e.py"))
+    to_tiny = {0: 0, sched.warmup_epochs: 1, sched.max_epochs: 2}
+    params = []
+    for s in sched.param_scheduler:
+        s = dict(s)
+        s["begin"], s["end"] = to_tiny[s["begin"]], to_tiny[s["end"]]
+        params.append(s)
+    return {"optim_wrapper": sched.optim_wrapper.to_dict(), "param_scheduler": params}
+
+
+def test_resume_with_onecycle_schedule_is_exact(root, tmp_path, one_thread):
+    """The composed one-cycle (lr and Adam beta1 cosines) resumes exactly under weights_only."""
+    over = _onecycle_overrides()  # 4 iterations; the checkpoint is at the cycle's peak
+    full = _train(tiny_cfg(root, tmp_path / "full", validate=False, **over))
+    assert full["iter"] == 4
+    part = tiny_cfg(root, tmp_path / "part", validate=False, **over, **{"train_cfg.max_epochs": 1})
+    _train(part)
+    ckpt = tmp_path / "part" / "epoch_1.pth"
+    allow_project_checkpoint_globals()
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert len(saved["param_schedulers"]) == 4
+    betas = saved["optimizer"]["param_groups"][0]["betas"]
+    assert betas[0] < 0.95 and betas[1] == 0.99  # beta1 is being cycled
+    assert saved["optimizer"]["param_groups"][0]["lr"] > 3e-4  # lr warmed up
+    resumed = _train(tiny_cfg(root, tmp_path / "part", validate=False, **over), resume=True)
+    _assert_same(full, resumed)

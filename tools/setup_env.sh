@@ -50,7 +50,9 @@ PIP="$VENV/bin/pip"
 # torch first, so that nothing else pulls another build. Without a GPU this machine's pip finds the
 # CPU wheel on disk; on a CUDA machine PyPI's default Linux wheel is the CUDA 12 build.
 "$PIP" install -q "torch==2.13.0"
-if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+if [ -n "${SETUP_EXTRA:-}" ]; then
+    EXTRA=$SETUP_EXTRA  # e.g. cu126 in the Dockerfile: images are built without a GPU
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     EXTRA=cu126
 else
     EXTRA=cpu

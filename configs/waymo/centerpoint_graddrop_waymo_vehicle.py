@@ -1,9 +1,18 @@
 # Waymo vehicle detector with GradDrop (batch-separated, 2 tasks: cls / box).
-# Full Waymo range and 0.1 x 0.1 x 0.15 m voxel grid, 20% of the training frames, 20 epochs.
+# OpenPCDet's CenterPoint Waymo recipe (docs/recipe.md has the item-by-item table): residual
+# sparse encoder (VoxelResBackBone8x), loc weight 2.0, 30 epochs one-cycle AdamW (peak lr 3e-3,
+# wd 0.01, beta1 0.95-0.85, 40 % warm-up), 4 frames per GPU, gradient clip 10, GT sampling with
+# colliders dropped, no translation augmentation, 20 % of the training frames.
+# Gradient clipping: the recipe's 10 for every Waymo config (baseline, GradDrop, random sign),
+# not the GradDrop paper's 1.0, so that the baseline is the published one and the comparison
+# changes one thing only; `--cfg-options optim_wrapper.clip_grad.max_norm=1.0` gives the paper's.
+# Reference (OpenPCDet model zoo, Waymo val, 20 % training data, VEHICLE L1 AP/APH, L2 AP/APH;
+# those models were trained on three classes): CenterPoint-ResNet 72.76/72.23, 64.91/64.42;
+# CenterPoint (plain encoder) 71.33/70.76, 63.16/62.65.
 _base_ = [
-    "../_base_/models/centerpoint_graddrop_waymo.py",
+    "../_base_/models/centerpoint_waymo_recipe.py",
     "../_base_/datasets/waymo_vehicle.py",
-    "../_base_/schedules/adamw_cosine_20e.py",
+    "../_base_/schedules/adam_onecycle_30e.py",
     "../_base_/default_runtime.py",
 ]
 model = dict(head=dict(graddrop=dict(mode="graddrop")))

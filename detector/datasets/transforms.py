@@ -93,23 +93,39 @@ def _select_boxes(results: dict, keep: np.ndarray) -> None:
 class ObjectSample:
     """Ground-truth sampling: paste objects from the GT database into the scene.
 
-    For each class, objects are drawn (uniformly, from database entries of that class with at
-    least ``min_points`` points and a known difficulty in ``difficulties``) until the scene holds
-    ``sample_counts[class]`` objects of it. A candidate is rejected when its BEV rectangle
-    overlaps an object already in the scene or accepted before it. The scene's points inside an
-    accepted box are removed and the object's points (stored relative to its centre) are added,
-    at the object's original location so that the lidar pattern stays plausible.
+    For each class, objects are drawn (uniformly without replacement, from database entries of
+    that class with at least ``min_points`` points) so that the scene holds up to
+    ``sample_counts[class]`` objects of it; a class the scene already holds that many of gets
+    none. How collisions are handled (``collision``):
+
+    - ``"fill"`` (default): ``max_trials`` candidates per missing object are drawn and accepted
+      greedily in draw order, skipping any whose BEV rectangle overlaps an object of the scene
+      or one accepted before it, until the scene is full;
+    - ``"drop"`` (OpenPCDet's ``gt_sampling``): exactly as many candidates as are missing are
+      drawn and every one that overlaps the scene, an object accepted before (earlier classes)
+      or another candidate of the same draw is dropped, so scenes often end below the target.
+
+    The scene's points inside an accepted box are removed and the object's points (stored
+    relative to its centre) are added, at the object's original location so that the lidar
+    pattern stays plausible.
 
     Args:
         db: a ``GTDatabase`` (``converted.load_gt_database``) or ``dict(data_root=, split=)``.
         class_names: classes of the model, in label order.
         sample_counts: {class name: target number of objects of that class per scene}.
         min_points: {class name: minimum points of a database object} (default 5).
-        max_trials: candidates drawn per missing object before giving up.
+        max_trials: candidates drawn per missing object before giving up (``"fill"`` only).
+        collision: ``"fill"`` or ``"drop"`` (see above).
     """
 
+    COLLISIONS = ("fill", "drop")
+
     def __init__(self, db, class_names: Sequence[str], sample_counts: dict,
-                 min_points: dict | int = 5, max_trials: int = 4):
+                 min_points: dict | int = 5, max_trials: int = 4, collision: str = "fill"):
+        if collision not in self.COLLISIONS:
+            raise ValueError(f"ObjectSample.collision must be one of {self.COLLISIONS}, got "
+                             f"{collision!r}")
+        self.collision = collision
         from ..structures import WAYMO_TYPES
         if isinstance(db, dict):
             from .converted import load_gt_database
@@ -145,18 +161,25 @@ class ObjectSample:
             missing = int(target) - int((results["gt_labels"] == label).sum())
             if missing <= 0 or len(pool) == 0:
                 continue
-            cand = rng.choice(pool, size=min(len(pool), missing * self.max_trials), replace=False)
+            trials = 1 if self.collision == "drop" else self.max_trials
+            cand = rng.choice(pool, size=min(len(pool), missing * trials), replace=False)
             cand_boxes = db_boxes[cand]
             # Reject candidates overlapping the scene first (vectorised), then greedily among
-            # themselves in draw order.
+            # themselves in draw order ("fill"), or every one touching another ("drop").
             free = ~bev_boxes_overlap(cand_boxes, occupied).any(1) if len(occupied) else \
                 np.ones(len(cand), bool)
+            if self.collision == "drop":
+                if new_boxes:
+                    free &= ~bev_boxes_overlap(cand_boxes, np.stack(new_boxes)).any(1)
+                among = bev_boxes_overlap(cand_boxes, cand_boxes)
+                np.fill_diagonal(among, False)
+                free &= ~among.any(1)
             accepted = 0
             for i in np.flatnonzero(free):
                 if accepted >= missing:
                     break
-                if new_boxes and bev_boxes_overlap(cand_boxes[i:i + 1],
-                                                   np.stack(new_boxes)).any():
+                if self.collision == "fill" and new_boxes and bev_boxes_overlap(
+                        cand_boxes[i:i + 1], np.stack(new_boxes)).any():
                     continue
                 new_boxes.append(cand_boxes[i])
                 pts = np.array(_db_points(self.db, int(cand[i])), dtype=np.float32, copy=True)
