@@ -96,8 +96,11 @@ def main(argv=None) -> int:
 
     model = submission = None
     if args.config:
-        from detector.visualization.inference import load_detector
-        model = load_detector(args.config, args.checkpoint, args.device)
+        from detector.engine.inference import CheckpointMismatchError, init_detector
+        try:
+            model = init_detector(args.config, args.checkpoint, args.device)
+        except (FileNotFoundError, CheckpointMismatchError) as exc:
+            p.error(str(exc))
     if args.predictions:
         from detector.visualization.predictions import read_submission
         try:
@@ -107,8 +110,8 @@ def main(argv=None) -> int:
 
     def detections(frame):
         if model is not None:
-            from detector.visualization.inference import detect_frame
-            det = detect_frame(model, frame.points, args.device)
+            from detector.engine.inference import inference_detector
+            det = inference_detector(model, frame.points, source=frame.name)
             return det.boxes.numpy(), det.scores.numpy()
         if submission is not None:
             sel = submission.for_frame(frame.context_name, frame.timestamp_micros)

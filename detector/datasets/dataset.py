@@ -88,7 +88,8 @@ class WaymoDetDataset(torch.utils.data.Dataset):
 
     @property
     def metainfo(self) -> dict:
-        return dict(classes=self.class_names, split=self.split)
+        return dict(classes=self.class_names, split=self.split,
+                    eval_range=None if self.eval_range is None else self.eval_range.tolist())
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
