@@ -31,3 +31,6 @@ log_level = "INFO"
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+# The terminal shows progress, losses and metrics; the system environment, the full config and
+# the hook table go to the log file only (WORK_DIR/<timestamp>/<timestamp>.log). True: print them too.
+console_verbose = False

@@ -211,9 +211,8 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
                  load_from: str | None = None, amp: bool = False, launcher: str = "none",
                  logger=None):
     """An mmengine Runner for ``cfg`` (already merged with --cfg-options), after ``check_config``."""
-    from mmengine.runner import Runner
-
     from .checkpoint import allow_project_checkpoint_globals
+    from .logs import ProjectRunner  # quiet console: no config dump / hook table, tqdm-aware
 
     allow_project_checkpoint_globals()
     cfg.launcher = launcher
@@ -248,7 +247,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
             env.setdefault("dist_cfg", {})["backend"] = "gloo"
     if type(cfg) is Config:
         object.__setattr__(cfg, "__class__", TextCachingConfig)  # Config routes setattr to its dict
-    return Runner.from_cfg(cfg)
+    return ProjectRunner.from_cfg(cfg)
 
 
 def set_data_root(cfg: Config, data_root: str) -> Config:
