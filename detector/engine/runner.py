@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 
 __all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root",
-           "load_config", "add_common_cli_args", "parse_cli_args"]
+           "load_config", "add_common_cli_args", "parse_cli_args", "follow_max_epochs"]
 
 
 class ConfigError(ValueError):
@@ -263,13 +263,49 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
     return cfg
 
 
+def follow_max_epochs(cfg: Config, old_max_epochs, log=None) -> None:
+    """Keep the epoch-based LR schedule as long as training after ``--cfg-options`` changed
+    ``train_cfg.max_epochs`` (in place).
+
+    Every by-epoch scheduler whose ``end`` (and ``T_max``) was the config's ``max_epochs`` is
+    stretched or shrunk to the new value, so e.g. the cosine decay still reaches its minimum at
+    the last epoch instead of training the extra epochs at the minimum rate. A by-epoch scheduler
+    that would then end after the last epoch (it was set on its own, or ends past the old
+    length) is an error naming it, as is one that disagrees with ``max_epochs`` without
+    having been set to it."""
+    new_max = (cfg.get("train_cfg") or {}).get("max_epochs")
+    scheds = cfg.get("param_scheduler")
+    if new_max is None or not scheds:
+        return
+    scheds = scheds if isinstance(scheds, (list, tuple)) else [scheds]
+    for i, sc in enumerate(scheds):
+        if not isinstance(sc, dict) or not sc.get("by_epoch", True):
+            continue
+        if old_max_epochs is not None and new_max != old_max_epochs:
+            for key in ("end", "T_max"):
+                if sc.get(key) == old_max_epochs:
+                    sc[key] = new_max
+            if log is not None:
+                log(f"param_scheduler[{i}] ({sc.get('type')}) follows train_cfg.max_epochs = "
+                    f"{new_max}")
+        end = sc.get("end")
+        if end is not None and end != float("inf") and end > new_max:
+            raise ConfigError(
+                f"config key 'param_scheduler[{i}].end' = {end} ({sc.get('type')}, by epoch) is "
+                f"after the last epoch (train_cfg.max_epochs = {new_max}): the schedule would "
+                f"never finish. Set both, e.g. --cfg-options train_cfg.max_epochs={new_max} "
+                f"and the scheduler's end")
+
+
 def load_config(path: str, cfg_options: dict | None = None, data_root: str | None = None,
                 phases=("train", "val", "test")) -> Config:
     """What every command line does first: read the config, apply ``--cfg-options`` and
     ``--data-root``, then ``check_config`` for the phases it will run (raises ConfigError)."""
     cfg = Config.fromfile(path)
     if cfg_options:
+        old_max = (cfg.get("train_cfg") or {}).get("max_epochs")
         cfg.merge_from_dict(cfg_options)
+        follow_max_epochs(cfg, old_max)
     if data_root:
         set_data_root(cfg, data_root)
     check_config(cfg, phases=phases)
