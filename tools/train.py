@@ -17,9 +17,11 @@ import detector  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch lo
 
 
 def parse_args(argv=None):
-    from detector.engine.runner import add_common_cli_args, parse_cli_args
+    from detector.cli import add_common_cli_args, parse_cli_args
 
-    p = argparse.ArgumentParser(description="Train a LiDAR 3D detector (mmengine Runner)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file (python)")
     add_common_cli_args(p, "where logs and checkpoints go (default work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", type=str, const="auto",

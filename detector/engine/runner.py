@@ -140,27 +140,8 @@ def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "
                     f"converted with --split {split}")
 
 
-def add_common_cli_args(parser, work_dir_help: str = "where logs and outputs go "
-                        "(default work_dirs/<config name>)") -> None:
-    """The options tools/train.py and tools/test.py share: --work-dir, --data-root,
-    --cfg-options, --launcher and the launcher's --local-rank."""
-    import argparse
-
-    from mmengine.config import DictAction
-
-    parser.add_argument("--work-dir", help=work_dir_help)
-    parser.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. train_cfg.max_epochs=2")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-
-
-def parse_cli_args(parser, argv=None):
-    """Parse, and pass a launcher's --local-rank on as LOCAL_RANK (torch.distributed.launch)."""
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+# torch-free, so that tools/*.py --help answers without loading torch
+from ..cli import add_common_cli_args, parse_cli_args  # noqa: E402,F401
 
 
 def init_distributed(launcher: str) -> None:
