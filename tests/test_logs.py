@@ -32,6 +32,10 @@ def test_tiny_training_terminal_is_quiet_and_bars_do_not_interleave(tmp_path_fac
     for noise in NOISE:
         assert noise not in out, f"{noise!r} printed on the terminal"
     assert "Epoch(train) [1][2/2]" in out and "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1" in out
+    # the table says what it measured, and breakdowns without ground truth have no AP
+    assert ("Waymo 3D detection metrics on ground truth with BEV centre in x [-25.6, 25.6) m, "
+            "y [-25.6, 25.6) m") in out
+    assert re.search(r"RANGE_TYPE_VEHICLE_\[50, \+inf\)_LEVEL_1 +- +- +0\n", out)
     assert "train:" in out, "the config's progress bar is gone: the interleaving check is void"
     # stdout and stderr on one stream, as a terminal shows them: every log line starts on a
     # fresh line (after the bar was cleared), never glued to a bar's text (terminal control

@@ -59,3 +59,14 @@ def test_auto_scale_lr_scales_by_total_batch(tmp_path_factory, tmp_path):
     with pytest.raises(ConfigError, match="auto_scale_lr.base_batch_size"):
         train.enable_auto_scale_lr(cfg)
     assert train.parse_args([str(TINY_CONFIG), "--auto-scale-lr"]).auto_scale_lr
+
+
+def test_fine_tuning_from_an_empty_checkpoint_fails(tmp_path_factory, tmp_path, capsys):
+    import torch
+    root = str(tiny_data_root(tmp_path_factory))
+    empty = tmp_path / "empty.pth"
+    torch.save({"state_dict": {}, "meta": {}}, empty)
+    rc = _train_tool().main([str(TINY_CONFIG), "--work-dir", str(tmp_path / "w"), "--data-root",
+                             root, "--cfg-options", f"load_from={empty}"])
+    assert rc == 2
+    assert "'load_from'" in capsys.readouterr().err and not (tmp_path / "w").exists()

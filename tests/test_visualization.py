@@ -324,6 +324,34 @@ def test_plot_bev_draws_boxes_and_respects_threshold(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
 
 
+def test_drawing_drops_non_finite_points_counted(tmp_path):
+    """A sensor dropout (NaN / inf coordinates): every drawing path leaves those points out and
+    says how many; the picture equals the one of the finite points alone."""
+    from PIL import Image
+
+    from detector.visualization import plot_bev, render_frame
+    from detector.visualization.render import NonFinitePointsWarning
+    pts = _ground_points(2000)
+    bad = pts.copy()
+    bad[::100, 0] = np.nan
+    bad[1::100, 2] = np.inf
+    n_bad = len(bad[::100]) + len(bad[1::100])
+    good = bad[np.isfinite(bad).all(axis=1)]
+    with pytest.warns(NonFinitePointsWarning, match=f"dropped {n_bad} of {len(bad)} points"):
+        plot_bev(bad, GT, PRED, PRED_SCORES, tmp_path / "nan.png", gt_types=GT_TYPES,
+                 figsize=(6, 5), dpi=80, legend=False)
+    plot_bev(good, GT, PRED, PRED_SCORES, tmp_path / "good.png", gt_types=GT_TYPES,
+             figsize=(6, 5), dpi=80, legend=False)
+    a, b = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("nan.png", "good.png"))
+    np.testing.assert_array_equal(a, b)
+    all_nan = np.full((50, 8), np.nan, np.float32)
+    with pytest.warns(NonFinitePointsWarning, match="dropped 50 of 50"):
+        plot_bev(all_nan, GT, None, None, tmp_path / "all_nan.png", figsize=(6, 5), dpi=80)
+    with pytest.warns(NonFinitePointsWarning, match=f"dropped {n_bad} of"):
+        img, _ = render_frame(bad, GT, GT_TYPES, width=64, height=48)
+    np.testing.assert_array_equal(img, render_frame(good, GT, GT_TYPES, width=64, height=48)[0])
+
+
 # ------------------------------------------------------------------------------------------
 # No display
 

@@ -52,6 +52,14 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.cfg_options, args.data_root, phases=("train", "val"))
         if args.auto_scale_lr:
             enable_auto_scale_lr(cfg)
+        if cfg.get("load_from") and not args.resume:
+            # fine-tuning loads non-strictly (mmengine lists what it skipped); no weights at all
+            # is an error, not a silent fresh start
+            from detector.engine.inference import CheckpointMismatchError, read_state_dict
+            try:
+                read_state_dict(cfg.load_from)
+            except (FileNotFoundError, CheckpointMismatchError) as e:
+                raise ConfigError(f"config key 'load_from': {e}") from None
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
