@@ -148,7 +148,9 @@ def init_detector(config, checkpoint=None, device: str = "cpu", cfg_options: dic
     from mmengine.config import Config
 
     from ..registry import MODELS
+    from .logs import quiet_third_party_warnings
 
+    quiet_third_party_warnings()  # spconv / torch.fx notes about their own code
     cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
