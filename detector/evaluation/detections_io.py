@@ -70,7 +70,12 @@ def write_detections(path, frames: Sequence[dict], class_names: Sequence[str]) -
                  scores=np.round(np.asarray(f["scores"], np.float64), 6).tolist(),
                  labels=np.asarray(f["labels"]).tolist(), types=np.asarray(f["types"]).tolist())
             for f in frames])
-        _atomic_write(path, lambda fh: fh.write((json.dumps(doc, indent=1) + "\n").encode()))
+        # one frame per line: readable and diff-able without a number on every line
+        frames_text = ",\n  ".join(json.dumps(f) for f in doc["frames"])
+        text = (f'{{"class_names": {json.dumps(doc["class_names"])},\n'
+                f' "box_columns": {json.dumps(doc["box_columns"])},\n'
+                f' "frames": [\n  {frames_text}\n ]}}\n')
+        _atomic_write(path, lambda fh: fh.write(text.encode()))
     elif suffix == ".npz":
         n = [len(f["scores"]) for f in frames]
 
