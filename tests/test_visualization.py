@@ -324,6 +324,19 @@ def test_plot_bev_draws_boxes_and_respects_threshold(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
 
 
+def test_visualization_only_draws():
+    """No module of the drawing package imports the engine (model loading lives there)."""
+    import ast
+    for path in (REPO / "detector" / "visualization").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = [("." * node.level) + (node.module or "")]
+            for n in names:
+                assert not n.startswith(("detector.engine", "..engine")), f"{path.name}: {n}"
+
+
 def test_drawing_drops_non_finite_points_counted(tmp_path):
     """A sensor dropout (NaN / inf coordinates): every drawing path leaves those points out and
     says how many; the picture equals the one of the finite points alone."""

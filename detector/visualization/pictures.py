@@ -4,7 +4,7 @@ For each chosen frame: an off-screen Open3D render from the chase camera, one fr
 matplotlib bird's-eye-view plot, each with the ground truth and (when given) the detections.
 Detections come from a submission file / :class:`SubmissionObjects` (matched by context name
 and timestamp) or from a callable ``detect(points) -> (boxes, scores)`` the caller supplies (for
-example ``detector.engine.inference.inference_detector`` on a loaded model): this package only
+example the engine's ``inference_detector`` on a loaded model): this package only
 draws, it never loads a model.
 """
 from __future__ import annotations
