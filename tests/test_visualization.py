@@ -641,6 +641,30 @@ def test_detector_on_synthetic_frame_via_cli(synthetic_root, tmp_path, monkeypat
     assert _color_mask(img, PREDICTION_COLOR, 3).any(), "detections not drawn"
 
 
+def test_cli_on_a_kitti_bin_point_cloud(synthetic_root, tmp_path, monkeypatch, capsys):
+    """A KITTI-style .bin (x, y, z, intensity) is drawn as a frame without labels, not read as a
+    TFRecord ("length CRC mismatch")."""
+    from PIL import Image
+
+    from detector.visualization.sources import PointFileFrames, open_frames
+    pts = open_frames(synthetic_root[0]).load(0).points[:, :4].astype(np.float32)
+    pts[:len(pts) - len(pts) % 5 - 1].tofile(tmp_path / "frame_kitti.bin")   # only 16 divides
+    assert isinstance(open_frames(tmp_path / "frame_kitti.bin"), PointFileFrames)
+    sys.path.insert(0, str(REPO / "tools"))
+    import visualize
+    monkeypatch.delenv("DISPLAY", raising=False)
+    capsys.readouterr()
+    assert visualize.main(["--data", str(tmp_path / "frame_kitti.bin"), "--bev-plot",
+                           str(tmp_path / "k.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"frame frame_kitti:0: {len(pts) - len(pts) % 5 - 1} points, 0 ground-truth boxes" in out
+    assert Image.open(tmp_path / "k.png").size[0] > 100
+    with pytest.raises(SystemExit):
+        visualize.main(["--data", str(tmp_path / "frame_kitti.bin"), "--frame", "3",
+                        "--bev-plot", str(tmp_path / "k.png")])
+    assert "single point cloud" in capsys.readouterr().err
+
+
 def test_demo_pictures_from_a_submission(synthetic_root, tmp_path):
     """make demo's pictures: chase + top renders and a BEV plot per frame, detections overlaid."""
     from PIL import Image
