@@ -5,7 +5,8 @@
                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 Prints the official metrics table (AP / APH per type and range, LEVEL_1 / LEVEL_2), writes
-``WORK_DIR/metrics.json`` as ``{breakdown_name: {"AP": .., "APH": ..}}``, with
+``WORK_DIR/metrics.json`` as ``{breakdown_name: {"AP": .., "APH": ..}}`` plus ``"eval_range"``
+(which ground truth was scored), with
 ``--out-submission`` the detections as a ``metrics_pb2.Objects`` file, with ``--out`` the raw
 per-frame detections (boxes, scores, labels), and with ``--show-dir`` pictures of every
 frame's detections against its ground truth. The checkpoint must fit the config exactly:

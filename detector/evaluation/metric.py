@@ -98,7 +98,8 @@ class WaymoMetric(BaseMetric):
     Args:
         class_names: the model's classes; None = ``dataset_meta["classes"]`` (set by the Runner).
         breakdowns: subset of ("OBJECT_TYPE", "RANGE").
-        metrics_json: write ``{breakdown: {"AP": .., "APH": ..}}`` here (atomically) when given.
+        metrics_json: write ``{breakdown: {"AP": .., "APH": ..}, "eval_range": {..}}`` here
+            (atomically) when given.
         submission_path: write the detections as ``metrics_pb2.Objects`` here when given.
         print_table: log the official table after evaluation.
         predictions_path: write the raw per-frame detections here (.npz / .json,
