@@ -95,6 +95,7 @@ def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_
              "RANGE_TYPE_VEHICLE_[0, 30)_LEVEL_1", "RANGE_TYPE_VEHICLE_[30, 50)_LEVEL_2",
              "RANGE_TYPE_VEHICLE_[50, +inf)_LEVEL_2"}
     assert names <= set(metrics)
+    assert metrics.pop("eval_range")["point_cloud_range"] == [-25.6, -25.6, -2.0, 25.6, 25.6, 4.0]
     for v in metrics.values():
         assert set(v) == {"AP", "APH"} and 0.0 <= v["APH"] <= v["AP"] <= 1.0
     out = capsys.readouterr()

@@ -324,6 +324,47 @@ def test_plot_bev_draws_boxes_and_respects_threshold(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
 
 
+def test_visualization_only_draws():
+    """No module of the drawing package imports the engine (model loading lives there)."""
+    import ast
+    for path in (REPO / "detector" / "visualization").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = [("." * node.level) + (node.module or "")]
+            for n in names:
+                assert not n.startswith(("detector.engine", "..engine")), f"{path.name}: {n}"
+
+
+def test_drawing_drops_non_finite_points_counted(tmp_path):
+    """A sensor dropout (NaN / inf coordinates): every drawing path leaves those points out and
+    says how many; the picture equals the one of the finite points alone."""
+    from PIL import Image
+
+    from detector.visualization import plot_bev, render_frame
+    from detector.visualization.render import NonFinitePointsWarning
+    pts = _ground_points(2000)
+    bad = pts.copy()
+    bad[::100, 0] = np.nan
+    bad[1::100, 2] = np.inf
+    n_bad = len(bad[::100]) + len(bad[1::100])
+    good = bad[np.isfinite(bad).all(axis=1)]
+    with pytest.warns(NonFinitePointsWarning, match=f"dropped {n_bad} of {len(bad)} points"):
+        plot_bev(bad, GT, PRED, PRED_SCORES, tmp_path / "nan.png", gt_types=GT_TYPES,
+                 figsize=(6, 5), dpi=80, legend=False)
+    plot_bev(good, GT, PRED, PRED_SCORES, tmp_path / "good.png", gt_types=GT_TYPES,
+             figsize=(6, 5), dpi=80, legend=False)
+    a, b = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("nan.png", "good.png"))
+    np.testing.assert_array_equal(a, b)
+    all_nan = np.full((50, 8), np.nan, np.float32)
+    with pytest.warns(NonFinitePointsWarning, match="dropped 50 of 50"):
+        plot_bev(all_nan, GT, None, None, tmp_path / "all_nan.png", figsize=(6, 5), dpi=80)
+    with pytest.warns(NonFinitePointsWarning, match=f"dropped {n_bad} of"):
+        img, _ = render_frame(bad, GT, GT_TYPES, width=64, height=48)
+    np.testing.assert_array_equal(img, render_frame(good, GT, GT_TYPES, width=64, height=48)[0])
+
+
 # ------------------------------------------------------------------------------------------
 # No display
 
@@ -573,31 +614,15 @@ def test_render_synthetic_frame(synthetic_root, tmp_path):
 SMALL_MODEL = REPO / "configs" / "_base_" / "models" / "centerpoint_graddrop_small.py"
 
 
-def test_model_points_features():
-    from detector.visualization.inference import model_points
-    pts = np.array([[1, 2, 3, 0.5, 0.25, 1, 1, 0]], np.float32)
-    np.testing.assert_allclose(model_points(pts), [[1, 2, 3, np.tanh(0.5), 0.25]], rtol=1e-6)
-    with pytest.raises(ValueError, match="intensity, elongation"):
-        model_points(pts[:, :4])
-
-
 @pytest.mark.skipif(not SMALL_MODEL.is_file(), reason="needs the model config (issue: models)")
 def test_detector_on_synthetic_frame_via_cli(synthetic_root, tmp_path, monkeypatch, capsys):
     import torch
 
-    from detector.visualization.inference import load_detector
+    from detector.engine.inference import init_detector
     torch.manual_seed(0)
-    model = load_detector(SMALL_MODEL)
+    model = init_detector(SMALL_MODEL)
     ckpt = tmp_path / "random.pth"
     torch.save({"state_dict": model.state_dict(), "meta": {}}, ckpt)
-    torch.manual_seed(1)
-    loaded = load_detector(SMALL_MODEL, ckpt)
-    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), f"{name} not loaded from the checkpoint"
-    bad = tmp_path / "bad.pth"
-    torch.save({"state_dict": {"nonsense.weight": torch.zeros(1)}, "meta": {}}, bad)
-    with pytest.raises(RuntimeError):
-        load_detector(SMALL_MODEL, bad)
 
     sys.path.insert(0, str(REPO / "tools"))
     import visualize
@@ -614,6 +639,30 @@ def test_detector_on_synthetic_frame_via_cli(synthetic_root, tmp_path, monkeypat
     from PIL import Image
     img = np.asarray(Image.open(plot).convert("RGB"))
     assert _color_mask(img, PREDICTION_COLOR, 3).any(), "detections not drawn"
+
+
+def test_cli_on_a_kitti_bin_point_cloud(synthetic_root, tmp_path, monkeypatch, capsys):
+    """A KITTI-style .bin (x, y, z, intensity) is drawn as a frame without labels, not read as a
+    TFRecord ("length CRC mismatch")."""
+    from PIL import Image
+
+    from detector.visualization.sources import PointFileFrames, open_frames
+    pts = open_frames(synthetic_root[0]).load(0).points[:, :4].astype(np.float32)
+    pts[:len(pts) - len(pts) % 5 - 1].tofile(tmp_path / "frame_kitti.bin")   # only 16 divides
+    assert isinstance(open_frames(tmp_path / "frame_kitti.bin"), PointFileFrames)
+    sys.path.insert(0, str(REPO / "tools"))
+    import visualize
+    monkeypatch.delenv("DISPLAY", raising=False)
+    capsys.readouterr()
+    assert visualize.main(["--data", str(tmp_path / "frame_kitti.bin"), "--bev-plot",
+                           str(tmp_path / "k.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"frame frame_kitti:0: {len(pts) - len(pts) % 5 - 1} points, 0 ground-truth boxes" in out
+    assert Image.open(tmp_path / "k.png").size[0] > 100
+    with pytest.raises(SystemExit):
+        visualize.main(["--data", str(tmp_path / "frame_kitti.bin"), "--frame", "3",
+                        "--bev-plot", str(tmp_path / "k.png")])
+    assert "single point cloud" in capsys.readouterr().err
 
 
 def test_demo_pictures_from_a_submission(synthetic_root, tmp_path):

@@ -24,23 +24,25 @@ import numpy as np  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from detector.datasets.converted import load_index
-    from detector.evaluation.waymo import (DEFAULT_IOU_THRESHOLDS, compute_detection_metrics,
-                                           frame_id_from, prepare_ground_truth, read_objects)
-    from detector.structures import WAYMO_TYPES
-    from ops.iou3d import boxes_iou3d
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", help="metrics_pb2.Objects file (.bin)")
     p.add_argument("data_root", help="converted data root (tools/convert_waymo.py)")
     p.add_argument("--split", default="val")
-    p.add_argument("--type", default="VEHICLE", choices=[t for t in WAYMO_TYPES if t != "UNKNOWN"])
+    p.add_argument("--type", default="VEHICLE", choices=["VEHICLE", "PEDESTRIAN", "SIGN", "CYCLIST"])
     p.add_argument("--range", type=float, default=None,
                    help="keep ground truth with |x| and |y| below this (the model's BEV range)")
     p.add_argument("--ious", type=float, nargs="+", default=[0.3, 0.5, 0.6, 0.7])
     p.add_argument("--score-thr", type=float, default=0.3)
     p.add_argument("--match-dist", type=float, default=2.0)
     args = p.parse_args(argv)
+    from detector.datasets.converted import load_index
+    from detector.evaluation.waymo import (DEFAULT_IOU_THRESHOLDS, compute_detection_metrics,
+                                           frame_id_from, prepare_ground_truth, read_objects)
+    from detector.structures import WAYMO_TYPES
+    from ops.iou3d import boxes_iou3d
+
     wtype = WAYMO_TYPES[args.type]
 
     pred = read_objects(args.predictions)

@@ -1,6 +1,6 @@
 """Train a detector from an mmengine config (mmdetection3d-style command line).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--data-root DIR]
 
 Distributed: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
@@ -17,15 +17,31 @@ import detector  # noqa: E402,F401  (first: sets OMP_WAIT_POLICY before torch lo
 
 
 def parse_args(argv=None):
-    from detector.engine.runner import add_common_cli_args, parse_cli_args
+    from detector.cli import add_common_cli_args, parse_cli_args
 
-    p = argparse.ArgumentParser(description="Train a LiDAR 3D detector (mmengine Runner)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="config file (python)")
     add_common_cli_args(p, "where logs and checkpoints go (default work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", type=str, const="auto",
                    help="resume from CKPT, or from the work dir's last checkpoint when no path")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--auto-scale-lr", action="store_true",
+                   help="scale the learning rate by the total batch (processes x batch_size) "
+                        "over the config's auto_scale_lr.base_batch_size")
     return parse_cli_args(p, argv)
+
+
+def enable_auto_scale_lr(cfg) -> None:
+    """``--auto-scale-lr``: switch mmengine's auto_scale_lr on, or fail naming what is missing."""
+    from detector.engine.runner import ConfigError
+
+    asl = cfg.get("auto_scale_lr")
+    if not asl or not asl.get("base_batch_size"):
+        raise ConfigError("--auto-scale-lr needs auto_scale_lr.base_batch_size in the config "
+                          "(the total batch its learning rate was tuned for)")
+    asl["enable"] = True
 
 
 def main(argv=None) -> int:
@@ -34,6 +50,16 @@ def main(argv=None) -> int:
 
     try:
         cfg = load_config(args.config, args.cfg_options, args.data_root, phases=("train", "val"))
+        if args.auto_scale_lr:
+            enable_auto_scale_lr(cfg)
+        if cfg.get("load_from") and not args.resume:
+            # fine-tuning loads non-strictly (mmengine lists what it skipped); no weights at all
+            # is an error, not a silent fresh start
+            from detector.engine.inference import CheckpointMismatchError, read_state_dict
+            try:
+                read_state_dict(cfg.load_from)
+            except (FileNotFoundError, CheckpointMismatchError) as e:
+                raise ConfigError(f"config key 'load_from': {e}") from None
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2

@@ -7,8 +7,10 @@
         --config CONFIG --checkpoint CKPT --score-thr 0.3 --save out.png --bev-plot plot.png
     python tools/visualize.py --data DATA_ROOT --predictions submission.bin --interactive
     python tools/visualize.py --data segment.tfrecord --frame :0 --save out.png
+    python tools/visualize.py --data frame_kitti.bin --bev-plot plot.png
 
-``--data`` is a converted data root (``--split``, default val) or a raw Waymo ``.tfrecord``.
+``--data`` is a converted data root (``--split``, default val), a raw Waymo ``.tfrecord`` or a
+point cloud file without labels (.bin N x 4 / N x 5, .npy, .pcd, .ply; as tools/infer.py reads).
 ``--save`` renders off screen with Open3D (no display needed), ``--bev-plot`` writes a
 matplotlib bird's-eye view, ``--interactive`` opens a window (N / P step through frames).
 Without any of the three, the window opens where there is a display.
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--data", required=True, help="converted data root, or a .tfrecord segment")
+    p.add_argument("--data", required=True, help="converted data root, a .tfrecord segment or a "
+                   "point cloud file (.bin, .npy, .pcd, .ply)")
     p.add_argument("--split", default="val", help="split of a converted root (default: val)")
     p.add_argument("--frame", default=None, metavar="SEGMENT:INDEX",
                    help="frame to show (default: the first frame)")
@@ -96,8 +99,11 @@ def main(argv=None) -> int:
 
     model = submission = None
     if args.config:
-        from detector.visualization.inference import load_detector
-        model = load_detector(args.config, args.checkpoint, args.device)
+        from detector.engine.inference import CheckpointMismatchError, init_detector
+        try:
+            model = init_detector(args.config, args.checkpoint, args.device)
+        except (FileNotFoundError, CheckpointMismatchError) as exc:
+            p.error(str(exc))
     if args.predictions:
         from detector.visualization.predictions import read_submission
         try:
@@ -107,8 +113,8 @@ def main(argv=None) -> int:
 
     def detections(frame):
         if model is not None:
-            from detector.visualization.inference import detect_frame
-            det = detect_frame(model, frame.points, args.device)
+            from detector.engine.inference import inference_detector
+            det = inference_detector(model, frame.points, source=frame.name)
             return det.boxes.numpy(), det.scores.numpy()
         if submission is not None:
             sel = submission.for_frame(frame.context_name, frame.timestamp_micros)

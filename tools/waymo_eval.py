@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.evaluation.waymo import evaluate_objects, format_metrics_table, read_objects  # noqa: E402
-from detector.evaluation.waymo.objects_io import prediction_warnings  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("predictions", type=Path, help="metrics_pb2.Objects file with predictions")
     ap.add_argument("ground_truth", type=Path, help="metrics_pb2.Objects file with ground truth")
     ap.add_argument("--json", type=Path, help="also write {breakdown: {AP, APH, num_gt}} here")
@@ -30,6 +30,9 @@ def main(argv=None) -> int:
                     help="fail on what the official metric accepts but is almost surely a mistake "
                          "(sizes <= 0.01 m, scores outside [0, 1], duplicated boxes) instead of warning")
     args = ap.parse_args(argv)
+    from detector.evaluation.waymo import evaluate_objects, format_metrics_table, read_objects
+    from detector.evaluation.waymo.objects_io import prediction_warnings
+
     try:
         pred = read_objects(args.predictions)
         gt = read_objects(args.ground_truth)

@@ -31,3 +31,10 @@ log_level = "INFO"
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+# The terminal shows progress, losses and metrics; the system environment, the full config and
+# the hook table go to the log file only (WORK_DIR/<timestamp>/<timestamp>.log). True: print them too.
+console_verbose = False
+# tools/train.py --auto-scale-lr scales the learning rate by (processes x batch_size) /
+# base_batch_size (mmengine's auto_scale_lr): the project's configs tuned their learning rates for
+# 2 frames per step on one process. A config tuned at another batch overrides base_batch_size.
+auto_scale_lr = dict(enable=False, base_batch_size=2)

@@ -88,7 +88,9 @@ class WaymoDetDataset(torch.utils.data.Dataset):
 
     @property
     def metainfo(self) -> dict:
-        return dict(classes=self.class_names, split=self.split)
+        return dict(classes=self.class_names, split=self.split,
+                    eval_range=None if self.eval_range is None
+                    else [round(float(v), 6) for v in self.eval_range])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

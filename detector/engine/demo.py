@@ -160,43 +160,15 @@ def evaluate(s: DemoSettings, converted: Path, ckpt: Path):
 
 
 def render(s: DemoSettings, runner, converted: Path) -> list[Path]:
-    """Pictures of detections vs ground truth for the first ``num_vis`` val frames."""
-    import numpy as np
-    import torch
+    """Pictures of detections vs ground truth for ``num_vis`` val frames
+    (``visualization.pictures.write_demo_pictures``; the detections are the evaluation's
+    submission file, so the pictures show exactly what was scored)."""
+    from ..visualization.pictures import write_demo_pictures
 
     vis_dir = s.work_dir / "vis"
     vis_dir.mkdir(parents=True, exist_ok=True)
-    model = runner.model
-    model.eval()
-    dataset = runner.test_dataloader.dataset
-    from ..datasets.collate import collate_det3d
-
-    out = []
-    idxs = np.linspace(0, len(dataset) - 1, num=min(s.num_vis, len(dataset))).astype(int)
-    from tqdm import tqdm
-    for i in tqdm(idxs, desc="render", unit="frame"):
-        item = dataset[int(i)]
-        with torch.no_grad():
-            det = model.test_step(collate_det3d([item]))[0]
-        pts = item["points"].numpy()
-        gt = item["data_sample"].meta["eval_gt"]
-        boxes, scores = det.boxes.cpu().numpy(), det.scores.cpu().numpy()
-        keep = scores >= 0.3
-        name = f"{item['data_sample'].context_name[:24]}_{item['data_sample'].timestamp_micros}"
-        path = None
-        try:
-            from ..visualization import render_frame_png
-            path = vis_dir / f"{name}_3d.png"
-            render_frame_png(pts, gt["boxes"], gt["types"], boxes[keep], scores[keep], out_path=path,
-                             view="bev")
-            out.append(path)
-        except Exception as e:  # noqa: BLE001 - Open3D rendering is optional; BEV always works
-            _say(f"  3D render unavailable ({type(e).__name__}: {e}); BEV plot only")
-        from ..visualization import plot_bev
-        path = vis_dir / f"{name}_bev.png"
-        plot_bev(pts, gt["boxes"], boxes[keep], scores[keep], path, gt_types=gt["types"])
-        out.append(path)
-    return out
+    return write_demo_pictures(converted, vis_dir, split="val", num_frames=s.num_vis,
+                               predictions=s.work_dir / "detections.bin", score_thr=0.3)
 
 
 def run_demo(fresh: bool = False, settings: DemoSettings | None = None) -> dict:

@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 
 __all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root",
-           "load_config", "add_common_cli_args", "parse_cli_args"]
+           "load_config", "add_common_cli_args", "parse_cli_args", "follow_max_epochs"]
 
 
 class ConfigError(ValueError):
@@ -144,28 +144,8 @@ def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "
                     f"converted with --split {split}")
 
 
-def add_common_cli_args(parser, work_dir_help: str = "where logs and outputs go "
-                        "(default work_dirs/<config name>)") -> None:
-    """The options tools/train.py and tools/test.py share: --work-dir, --data-root,
-    --cfg-options, --launcher and the launcher's --local-rank."""
-    import argparse
-
-    from mmengine.config import DictAction
-
-    parser.add_argument("--work-dir", help=work_dir_help)
-    parser.add_argument("--data-root", help="override every dataset's data_root (and GT sampling's)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. train_cfg.max_epochs=2; a key that the config lacks "
-                        "(and no constructor takes) is an error unless written +key=value")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-
-
-def parse_cli_args(parser, argv=None):
-    """Parse, and pass a launcher's --local-rank on as LOCAL_RANK (torch.distributed.launch)."""
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+# torch-free, so that tools/*.py --help answers without loading torch
+from ..cli import add_common_cli_args, parse_cli_args  # noqa: E402,F401
 
 
 def init_distributed(launcher: str) -> None:
@@ -216,9 +196,8 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
                  load_from: str | None = None, amp: bool = False, launcher: str = "none",
                  logger=None):
     """An mmengine Runner for ``cfg`` (already merged with --cfg-options), after ``check_config``."""
-    from mmengine.runner import Runner
-
     from .checkpoint import allow_project_checkpoint_globals
+    from .logs import ProjectRunner  # quiet console: no config dump / hook table, tqdm-aware
 
     allow_project_checkpoint_globals()
     cfg.launcher = launcher
@@ -256,7 +235,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
             env.setdefault("dist_cfg", {})["backend"] = "gloo"
     if type(cfg) is Config:
         object.__setattr__(cfg, "__class__", TextCachingConfig)  # Config routes setattr to its dict
-    return Runner.from_cfg(cfg)
+    return ProjectRunner.from_cfg(cfg)
 
 
 def set_data_root(cfg: Config, data_root: str) -> Config:
@@ -272,6 +251,40 @@ def set_data_root(cfg: Config, data_root: str) -> Config:
     return cfg
 
 
+def follow_max_epochs(cfg: Config, old_max_epochs, log=None) -> None:
+    """Keep the epoch-based LR schedule as long as training after ``--cfg-options`` changed
+    ``train_cfg.max_epochs`` (in place).
+
+    Every by-epoch scheduler whose ``end`` (and ``T_max``) was the config's ``max_epochs`` is
+    stretched or shrunk to the new value, so e.g. the cosine decay still reaches its minimum at
+    the last epoch instead of training the extra epochs at the minimum rate. A by-epoch scheduler
+    that would then end after the last epoch (it was set on its own, or ends past the old
+    length) is an error naming it, as is one that disagrees with ``max_epochs`` without
+    having been set to it."""
+    new_max = (cfg.get("train_cfg") or {}).get("max_epochs")
+    scheds = cfg.get("param_scheduler")
+    if new_max is None or not scheds:
+        return
+    scheds = scheds if isinstance(scheds, (list, tuple)) else [scheds]
+    for i, sc in enumerate(scheds):
+        if not isinstance(sc, dict) or not sc.get("by_epoch", True):
+            continue
+        if old_max_epochs is not None and new_max != old_max_epochs:
+            for key in ("end", "T_max"):
+                if sc.get(key) == old_max_epochs:
+                    sc[key] = new_max
+            if log is not None:
+                log(f"param_scheduler[{i}] ({sc.get('type')}) follows train_cfg.max_epochs = "
+                    f"{new_max}")
+        end = sc.get("end")
+        if end is not None and end != float("inf") and end > new_max:
+            raise ConfigError(
+                f"config key 'param_scheduler[{i}].end' = {end} ({sc.get('type')}, by epoch) is "
+                f"after the last epoch (train_cfg.max_epochs = {new_max}): the schedule would "
+                f"never finish. Set both, e.g. --cfg-options train_cfg.max_epochs={new_max} "
+                f"and the scheduler's end")
+
+
 def load_config(path: str, cfg_options: dict | None = None, data_root: str | None = None,
                 phases=("train", "val", "test")) -> Config:
     """What every command line does first: read the config, apply ``--cfg-options`` and
@@ -280,8 +293,10 @@ def load_config(path: str, cfg_options: dict | None = None, data_root: str | Non
 
     cfg = Config.fromfile(path)
     if cfg_options:
+        old_max = (cfg.get("train_cfg") or {}).get("max_epochs")
         import_registering_modules()
         apply_cfg_options(cfg, cfg_options)
+        follow_max_epochs(cfg, old_max)
     if data_root:
         set_data_root(cfg, data_root)
     check_config(cfg, phases=phases)

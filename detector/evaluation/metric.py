@@ -67,42 +67,27 @@ def evaluate_frames(frames: Sequence[dict], breakdowns=("OBJECT_TYPE", "RANGE"),
     return result
 
 
-def format_table(result: dict) -> str:
-    try:
-        from .waymo import format_metrics_table
-        return format_metrics_table(result)
-    except ImportError:  # until the metrics module provides its formatter
-        rows = [f"{'breakdown':<48} {'AP':>8} {'APH':>8} {'#gt':>6}"]
-        for k, v in result.items():
-            rows.append(f"{k:<48} {v['AP']:8.4f} {v['APH']:8.4f} {int(v.get('num_gt', 0)):6d}")
-        return "\n".join(rows)
+def describe_range(eval_range) -> str:
+    """What ground truth a table covers, in words (for titles and metrics.json)."""
+    if eval_range is None:
+        return "all ground truth (no range limit)"
+    r = [float(v) for v in eval_range]
+    return (f"ground truth with BEV centre in x [{r[0]:g}, {r[3]:g}) m, y [{r[1]:g}, {r[4]:g}) m "
+            f"(the model's range; labels outside it are not scored)")
+
+
+def format_table(result: dict, eval_range=None, title: str | None = None) -> str:
+    """The official table, titled with what it measured. Rows with no ground truth show "-"."""
+    from .waymo import format_metrics_table
+
+    head = f"Waymo 3D detection metrics on {describe_range(eval_range)}"
+    return format_metrics_table(result, title=head if title is None else f"{title}\n{head}")
 
 
 def _write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def _write_objects(path, context_names, timestamps, boxes, types, scores) -> None:
-    """Minimal ``metrics_pb2.Objects`` writer (atomic)."""
-    from waymo_open_dataset.protos import metrics_pb2
-
-    objs = metrics_pb2.Objects()
-    for c, t, b, ty, sc in zip(context_names, timestamps, boxes, types, scores):
-        o = objs.objects.add()
-        o.context_name = str(c)
-        o.frame_timestamp_micros = int(t)
-        o.score = float(sc)
-        o.object.type = int(ty)
-        bx = o.object.box
-        bx.center_x, bx.center_y, bx.center_z = (float(v) for v in b[:3])
-        bx.length, bx.width, bx.height, bx.heading = (float(v) for v in b[3:7])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(objs.SerializeToString())
     os.replace(tmp, path)
 
 
@@ -113,9 +98,15 @@ class WaymoMetric(BaseMetric):
     Args:
         class_names: the model's classes; None = ``dataset_meta["classes"]`` (set by the Runner).
         breakdowns: subset of ("OBJECT_TYPE", "RANGE").
-        metrics_json: write ``{breakdown: {"AP": .., "APH": ..}}`` here (atomically) when given.
+        metrics_json: write ``{breakdown: {"AP": .., "APH": ..}, "eval_range": {..}}`` here
+            (atomically) when given.
         submission_path: write the detections as ``metrics_pb2.Objects`` here when given.
         print_table: log the official table after evaluation.
+        predictions_path: write the raw per-frame detections here (.npz / .json,
+            ``detector.evaluation.detections_io``) when given.
+
+    The table's title and metrics.json's ``"eval_range"`` entry say which ground truth was
+    scored: the dataset's ``eval_range`` (its metainfo), or all of it.
     """
 
     default_prefix = "waymo"
@@ -123,13 +114,15 @@ class WaymoMetric(BaseMetric):
     def __init__(self, class_names: Sequence[str] | None = None,
                  breakdowns: Sequence[str] = ("OBJECT_TYPE", "RANGE"),
                  metrics_json: str | None = None, submission_path: str | None = None,
-                 print_table: bool = True, collect_device: str = "cpu", prefix: str | None = None):
+                 print_table: bool = True, predictions_path: str | None = None,
+                 collect_device: str = "cpu", prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.class_names = None if class_names is None else tuple(class_names)
         self.breakdowns = tuple(breakdowns)
         self.metrics_json = metrics_json
         self.submission_path = submission_path
         self.print_table = print_table
+        self.predictions_path = predictions_path
         self.last_result: dict | None = None
 
     def _classes(self) -> tuple:
@@ -154,7 +147,7 @@ class WaymoMetric(BaseMetric):
                 timestamp_micros=int(sample.timestamp_micros),
                 pred_boxes=det.boxes.detach().cpu().float().numpy().reshape(-1, 7),
                 pred_scores=det.scores.detach().cpu().float().numpy().reshape(-1),
-                pred_types=types[labels],
+                pred_types=types[labels], pred_labels=labels,
                 gt_boxes=np.asarray(gt["boxes"], np.float32).reshape(-1, 7),
                 gt_types=np.asarray(gt["types"], np.int64),
                 gt_difficulty=np.asarray(gt["difficulty"], np.int64),
@@ -164,14 +157,26 @@ class WaymoMetric(BaseMetric):
         types = _types_of(self._classes())
         result = evaluate_frames(results, self.breakdowns, types)
         self.last_result = result
+        eval_range = (self.dataset_meta or {}).get("eval_range")
         if self.print_table:
-            print_log("\n" + format_table(result), logger="current")
+            print_log("\n" + format_table(result, eval_range), logger="current")
         summary = {k: {"AP": float(v["AP"]), "APH": float(v["APH"])} for k, v in result.items()}
         if self.metrics_json:
-            _write_json_atomic(Path(self.metrics_json), summary)
+            doc = dict(summary, eval_range=dict(
+                point_cloud_range=None if eval_range is None else [float(v) for v in eval_range],
+                description=describe_range(eval_range)))
+            _write_json_atomic(Path(self.metrics_json), doc)
             print_log(f"metrics written to {self.metrics_json}", logger="current")
         if self.submission_path:
             self._write_submission(results)
+        if self.predictions_path:
+            from .detections_io import FrameDetections, write_detections
+            write_detections(self.predictions_path, [
+                FrameDetections(f"{r['context_name']}:{r['timestamp_micros']}", r["pred_boxes"],
+                                r["pred_scores"], r["pred_labels"],
+                                r["pred_types"], r["context_name"], r["timestamp_micros"])
+                for r in results], self._classes())
+            print_log(f"raw detections written to {self.predictions_path}", logger="current")
         out = {}
         for k, v in summary.items():
             out[f"{k}/AP"] = v["AP"]
@@ -179,10 +184,7 @@ class WaymoMetric(BaseMetric):
         return out
 
     def _write_submission(self, results: list) -> None:
-        try:
-            from .waymo import write_objects
-        except ImportError:  # until the metrics module provides it
-            write_objects = _write_objects
+        from .waymo import write_objects
 
         n = [len(r["pred_scores"]) for r in results]
         write_objects(self.submission_path,

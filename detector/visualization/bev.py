@@ -18,7 +18,7 @@ import numpy as np
 from detector.visualization.colors import (BACKGROUND_COLOR, EGO_COLOR, PREDICTION_COLOR,
                                            point_colors, type_color)
 from detector.visualization.geometry import as_boxes, box_corners
-from detector.visualization.render import EGO_BOX, _filter_predictions, _gt_types
+from detector.visualization.render import EGO_BOX, _filter_predictions, _gt_types, _points_xyz
 
 
 def _box_outlines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +40,8 @@ def plot_bev(points, gt_boxes, pred_boxes, pred_scores, out_path, *, gt_types=No
 
     Args:
         points: (N, C >= 3) as ``load_points`` returns; coloured by ``color_by`` ("height",
-            "intensity", "lidar", "return").
+            "intensity", "lidar", "return"). Rows with NaN / inf are left out (counted in a
+            ``NonFinitePointsWarning``).
         gt_boxes: (M, 7); gt_types: (M,) Waymo types (None = all VEHICLE).
         pred_boxes: (K, 7) or None; pred_scores: (K,) or None (= all 1). Predictions below
             ``score_thr`` are left out.
@@ -55,9 +56,7 @@ def plot_bev(points, gt_boxes, pred_boxes, pred_scores, out_path, *, gt_types=No
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    pts = np.asarray(points)
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise ValueError(f"points: expected shape (N, C >= 3), got {pts.shape}")
+    pts = _points_xyz(points)  # non-finite rows dropped (counted in a warning)
     gt = as_boxes(gt_boxes, "gt_boxes")
     types = _gt_types(gt, gt_types)
     pred, scores = _filter_predictions(pred_boxes, pred_scores, score_thr)

@@ -3,7 +3,9 @@
 For each chosen frame: an off-screen Open3D render from the chase camera, one from above, and a
 matplotlib bird's-eye-view plot, each with the ground truth and (when given) the detections.
 Detections come from a submission file / :class:`SubmissionObjects` (matched by context name
-and timestamp) or from a model run on the frame (``inference.detect_frame``).
+and timestamp) or from a callable ``detect(points) -> (boxes, scores)`` the caller supplies (for
+example the engine's ``inference_detector`` on a loaded model): this package only
+draws, it never loads a model.
 """
 from __future__ import annotations
 
@@ -39,11 +41,12 @@ def write_frame_pictures(frame: VisFrame, out_dir, pred_boxes=None, pred_scores=
 
 
 def write_demo_pictures(data, out_dir, *, split: str = "val", num_frames: int = 3,
-                        predictions: SubmissionObjects | str | Path | None = None, model=None,
+                        predictions: SubmissionObjects | str | Path | None = None, detect=None,
                         score_thr: float = 0.3, width: int = 1280,
                         height: int = 720) -> list[Path]:
     """Pictures of ``num_frames`` frames spread evenly over ``data`` (converted root + split,
-    or a .tfrecord), with detections from ``predictions`` (submission) or ``model``.
+    or a .tfrecord), with detections from ``predictions`` (submission) or ``detect``
+    (``detect(points) -> (boxes, scores)`` on a frame's (N, 8) points).
 
     Returns the written paths (3 per frame).
     """
@@ -56,10 +59,8 @@ def write_demo_pictures(data, out_dir, *, split: str = "val", num_frames: int = 
     for i in picks:
         frame = frames.load(i)
         boxes = scores = None
-        if model is not None:
-            from detector.visualization.inference import detect_frame
-            det = detect_frame(model, frame.points)
-            boxes, scores = det.boxes.numpy(), det.scores.numpy()
+        if detect is not None:
+            boxes, scores = detect(frame.points)
         elif predictions is not None:
             sel = predictions.for_frame(frame.context_name, frame.timestamp_micros)
             boxes, scores = sel.boxes, sel.scores

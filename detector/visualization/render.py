@@ -191,10 +191,24 @@ def frame_lines(gt_boxes, gt_types, pred_boxes=None, pred_scores=None, score_thr
 
 
 def _points_xyz(points) -> np.ndarray:
+    """The drawable rows of ``points``: every drawing path drops rows with a non-finite value
+    (NaN / inf coordinates from a sensor dropout would break the camera bounds and the plot's
+    axes) and says how many it dropped (a ``NonFinitePointsWarning``)."""
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise ValueError(f"points: expected shape (N, C >= 3), got {pts.shape}")
+    if np.issubdtype(pts.dtype, np.floating):
+        finite = np.isfinite(pts).all(axis=1)
+        if not finite.all():
+            import warnings
+            warnings.warn(f"points: dropped {int((~finite).sum())} of {len(pts)} points with a "
+                          f"non-finite value before drawing", NonFinitePointsWarning, stacklevel=3)
+            pts = pts[finite]
     return pts
+
+
+class NonFinitePointsWarning(UserWarning):
+    """Points with NaN / inf values were left out of a drawing (the message counts them)."""
 
 
 def _open3d_geometries(o3d, points, point_rgb, lines: SceneLines):

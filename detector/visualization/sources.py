@@ -151,12 +151,45 @@ class TFRecordFrames:
         raise IndexError(f"{self.path}: frame {i} is out of range (the file has {count} records)")
 
 
-def open_frames(data, split: str = "val") -> ConvertedFrames | TFRecordFrames:
-    """A frame source for ``--data``: a ``.tfrecord`` file, or a converted root (with ``split``)."""
+class PointFileFrames:
+    """One point cloud file (.bin, .npy, .pcd, .ply; ``detector.datasets.pointcloud_io``) as a
+    single frame without ground truth. Points keep the file's columns (x, y, z, intensity[, ...]);
+    colour modes that need a column the file lacks say so."""
+
+    def __init__(self, path):
+        from detector.datasets.pointcloud_io import read_point_frames
+
+        self.path = Path(path)
+        (self.frame,) = list(read_point_frames(self.path))
+        self.segment = self.path.stem
+
+    def __len__(self) -> int:
+        return 1
+
+    def find(self, segment: str | None, index: int | None) -> int:
+        if index:
+            raise ValueError(f"{self.path} holds a single point cloud: --frame {index} is out of "
+                             f"range (use 0 or leave --frame out)")
+        return 0
+
+    def load(self, i: int) -> VisFrame:
+        if i != 0:
+            raise IndexError(f"{self.path}: frame {i} is out of range (the file has 1 frame)")
+        return VisFrame(points=self.frame.points, gt_boxes=np.zeros((0, 7), np.float32),
+                        gt_types=np.zeros(0, np.int8), context_name=self.frame.context_name,
+                        timestamp_micros=0, segment=self.segment, frame_index=0)
+
+
+def open_frames(data, split: str = "val") -> ConvertedFrames | TFRecordFrames | PointFileFrames:
+    """A frame source for ``--data``: a ``.tfrecord`` file, a point cloud file (.bin, .npy, .pcd,
+    .ply: format detected from the content), or a converted root (with ``split``)."""
     path = Path(data)
     if path.is_file():
-        return TFRecordFrames(path)
+        from detector.datasets.pointcloud_io import detect_format
+        if path.suffix == ".tfrecord" or detect_format(path) == "tfrecord":
+            return TFRecordFrames(path)
+        return PointFileFrames(path)
     if path.is_dir():
         return ConvertedFrames(path, split)
     raise FileNotFoundError(f"--data {data}: neither a converted data root (directory) nor a "
-                            ".tfrecord file")
+                            ".tfrecord / point cloud file")

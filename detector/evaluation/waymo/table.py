@@ -7,7 +7,8 @@ def format_metrics_table(result: dict, title: str | None = None) -> str:
     """Render ``compute_detection_metrics`` output: per type and level, then by range.
 
     Rows follow the order of ``result`` (the official breakdown order); columns are the
-    breakdown name, AP, APH and the number of ground truths at that level.
+    breakdown name, AP, APH and the number of ground truths at that level. A breakdown without
+    ground truth has no AP (the official tool reports 0 there): it shows "-".
     """
     width = max([len(n) for n in result] + [len("Breakdown")])
     header = f"{'Breakdown':<{width}}  {'AP':>8}  {'APH':>8}  {'#GT':>7}"
@@ -20,5 +21,8 @@ def format_metrics_table(result: dict, title: str | None = None) -> str:
                 lines.append("")
             lines += [header, "-" * len(header)]
             section = kind
-        lines.append(f"{name:<{width}}  {m['AP']:8.4f}  {m['APH']:8.4f}  {m['num_gt']:7d}")
+        if m["num_gt"] == 0:
+            lines.append(f"{name:<{width}}  {'-':>8}  {'-':>8}  {0:7d}")
+        else:
+            lines.append(f"{name:<{width}}  {m['AP']:8.4f}  {m['APH']:8.4f}  {m['num_gt']:7d}")
     return "\n".join(lines)
