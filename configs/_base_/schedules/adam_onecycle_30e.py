@@ -15,7 +15,7 @@
 #
 # Batch: 4 frames per GPU (the recipe's BATCH_SIZE_PER_GPU; train_dataloader.batch_size); the
 # model zoo's lr 3e-3 is for 8 GPUs x 4 = 32 frames. With another total batch either keep lr
-# (OpenPCDet does not rescale) or set `--cfg-options auto_scale_lr.enable=True` (mmengine then
+# (OpenPCDet does not rescale) or pass `tools/train.py --auto-scale-lr` (mmengine then
 # multiplies lr by total batch / 32).
 lr = 3e-3           # peak of the cycle (OpenPCDet LR)
 div_factor = 10.0   # start = lr / div_factor (DIV_FACTOR)
@@ -40,7 +40,6 @@ param_scheduler = [
     dict(type="CosineAnnealingMomentum", eta_min=moms[0], begin=warmup_epochs, end=max_epochs,
          by_epoch=True, convert_to_iter_based=True),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=32)
 train_cfg = dict(type="EpochBasedTrainLoop", max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type="ValLoop")
 test_cfg = dict(type="TestLoop")
