@@ -179,7 +179,7 @@ def render(s: DemoSettings, runner, converted: Path) -> list[Path]:
         with torch.no_grad():
             det = model.test_step(collate_det3d([item]))[0]
         pts = item["points"].numpy()
-        gt = item["data_sample"].meta["eval_gt"]
+        gt = item["data_sample"].eval_gt
         boxes, scores = det.boxes.cpu().numpy(), det.scores.cpu().numpy()
         keep = scores >= 0.3
         name = f"{item['data_sample'].context_name[:24]}_{item['data_sample'].timestamp_micros}"
@@ -187,14 +187,14 @@ def render(s: DemoSettings, runner, converted: Path) -> list[Path]:
         try:
             from ..visualization import render_frame_png
             path = vis_dir / f"{name}_3d.png"
-            render_frame_png(pts, gt["boxes"], gt["types"], boxes[keep], scores[keep], out_path=path,
+            render_frame_png(pts, gt.boxes, gt.types, boxes[keep], scores[keep], out_path=path,
                              view="bev")
             out.append(path)
         except Exception as e:  # noqa: BLE001 - Open3D rendering is optional; BEV always works
             _say(f"  3D render unavailable ({type(e).__name__}: {e}); BEV plot only")
         from ..visualization import plot_bev
         path = vis_dir / f"{name}_bev.png"
-        plot_bev(pts, gt["boxes"], boxes[keep], scores[keep], path, gt_types=gt["types"])
+        plot_bev(pts, gt.boxes, boxes[keep], scores[keep], path, gt_types=gt.types)
         out.append(path)
     return out
 
