@@ -4,22 +4,76 @@
 naming the config key and what was expected, for the two mistakes people make most: a ``type``
 that no registry knows (typo, missing import) and a ``data_root`` that does not exist.
 ``build_runner`` turns a Config plus command-line choices into an mmengine ``Runner``: work dir,
-resume, AMP (only where CUDA exists), CPU-friendly DDP (gloo backend, no ``device_ids``).
+resume, AMP (float16 + a dynamic loss scaler on CUDA, bfloat16 on the CPU), CPU-friendly DDP
+(gloo backend, no ``device_ids``).
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
 
-__all__ = ["ConfigError", "check_config", "check_class_names", "build_runner", "init_distributed",
-           "set_data_root", "load_config", "add_common_cli_args", "parse_cli_args"]
+__all__ = ["ConfigError", "CPUAmpOptimWrapper", "check_config", "check_class_names", "enable_amp",
+           "build_runner", "init_distributed", "set_data_root", "load_config",
+           "add_common_cli_args", "parse_cli_args"]
 
 
 class ConfigError(ValueError):
     """A config names something that does not exist; the message names the key."""
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed precision on the CPU: the forward runs under ``torch.autocast("cpu", bfloat16)``.
+
+    mmengine's ``AmpOptimWrapper`` needs CUDA (or another accelerator) for its GradScaler. On the
+    CPU autocast supports bfloat16 only, which has float32's exponent range, so gradients do
+    not underflow and no loss scaling is needed: parameters, gradients and the optimizer state
+    stay float32, only the autocast ops (convolutions, matmuls) compute in bfloat16.
+    """
+
+    def __init__(self, dtype: str | torch.dtype = "bfloat16", **kwargs):
+        if dtype not in ("bfloat16", torch.bfloat16):
+            raise ValueError(f"CPUAmpOptimWrapper: CPU autocast supports bfloat16 only, got {dtype!r}")
+        super().__init__(**kwargs)
+        self.cast_dtype = torch.bfloat16
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+
+def enable_amp(cfg: Config, cuda: bool | None = None) -> str:
+    """Switch ``cfg.optim_wrapper`` to mixed precision, in place; returns what was chosen.
+
+    CUDA: mmengine's ``AmpOptimWrapper``, float16 autocast with a dynamic ``GradScaler``
+    (``loss_scale``/``dtype`` kept where the config sets them). No CUDA: ``CPUAmpOptimWrapper``
+    (bfloat16, no scaler). A config that already names one of them for the other device is
+    switched over."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    ow = cfg.optim_wrapper
+    kind = ow.get("type", "OptimWrapper")
+    if kind not in ("OptimWrapper", "AmpOptimWrapper", "CPUAmpOptimWrapper"):
+        raise ConfigError(f"--amp: config key 'optim_wrapper.type' = {kind!r}; expected "
+                          f"OptimWrapper, AmpOptimWrapper or CPUAmpOptimWrapper")
+    if cuda:
+        ow.type = "AmpOptimWrapper"
+        if kind != "AmpOptimWrapper":
+            ow.pop("dtype", None)
+        ow.setdefault("loss_scale", "dynamic")
+        ow.setdefault("dtype", "float16")
+        return f"AMP: {ow.dtype} autocast on CUDA with loss scale {ow.loss_scale!r}"
+    ow.type = "CPUAmpOptimWrapper"
+    ow.pop("loss_scale", None)
+    ow.pop("use_fsdp", None)
+    ow["dtype"] = "bfloat16"
+    return "AMP: bfloat16 autocast on the CPU (no loss scaling needed)"
 
 
 def _registries():
@@ -285,15 +339,9 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
     if load_from is not None:
         cfg.load_from = str(load_from)
     if amp:
-        if torch.cuda.is_available():
-            ow = cfg.optim_wrapper
-            if ow.get("type", "OptimWrapper") == "AmpOptimWrapper":
-                pass
-            else:
-                ow.type = "AmpOptimWrapper"
-                ow.setdefault("loss_scale", "dynamic")
-        elif logger is not None:
-            logger("--amp ignored: AMP needs a CUDA device; training in float32 on the CPU")
+        chosen = enable_amp(cfg)
+        if logger is not None:
+            logger(chosen)
     if launcher != "none":
         init_distributed(launcher)
         if not torch.cuda.is_available():

@@ -297,7 +297,7 @@ class CenterHead(nn.Module):
                 with torch.no_grad():
                     pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
                                               tgt.indices, self.grid, self.heading_encoding)
-                    iou_t = torch.zeros_like(gathered["iou"])
+                    iou_t = torch.zeros_like(gathered["iou"], dtype=torch.float32)
                     iou = self._aligned_iou3d(pred_boxes[mask], tgt.boxes[mask])
                     iou_t[mask] = 2 * iou[:, None] - 1
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * masked_l1_loss(
