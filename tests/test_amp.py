@@ -88,6 +88,36 @@ def test_cpu_amp_runs_the_model_in_bfloat16_and_the_losses_in_float32():
     assert w.dtype == torch.float32 and w.grad.dtype == torch.float32 and w.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_head_losses_of_half_precision_outputs_are_float32_and_match(dtype):
+    """Head outputs in float16 / bfloat16 (IoU branch and neighbour slots included): every loss
+    is float32 and equals the loss of the same outputs rounded to half and read as float32."""
+    import copy
+
+    import detector.models  # noqa: F401
+    from detector.models.types import HeadOutputs
+    from detector.registry import MODELS
+    from detector.structures import Det3DSample
+
+    cfg = Config.fromfile(str(TINY_CONFIG)).model
+    cfg.head.train_cfg = dict(reg_radius=1)
+    torch.manual_seed(0)
+    head = MODELS.build(copy.deepcopy(cfg)).head
+    h, w = head.grid.shape
+    g = torch.Generator().manual_seed(1)
+    groups = [{b: torch.randn(2, m[b][-1].out_channels, h, w, generator=g).to(dtype)
+               for b in head.branch_names} for m in head.heads]
+    boxes = torch.tensor([[3.0, 4.0, 0.5, 4.5, 2.0, 1.6, 0.3], [-8.0, 2.0, 0.4, 4.0, 1.9, 1.5, -2.0]])
+    samples = [Det3DSample(boxes, torch.zeros(2, dtype=torch.long)),
+               Det3DSample(boxes[:1] + 1, torch.zeros(1, dtype=torch.long))]
+    half = head.loss(HeadOutputs(groups), samples)
+    full = head.loss(HeadOutputs([{b: v.float() for b, v in gr.items()} for gr in groups]), samples)
+    assert "loss_iou" in half and set(half) == set(full)
+    for k in full:
+        assert half[k].dtype == torch.float32, k
+        torch.testing.assert_close(half[k], full[k], rtol=1e-5, atol=1e-6)
+
+
 def test_train_cli_amp_on_cpu_trains_checkpoints_and_resumes(root, tmp_path):
     work = tmp_path / "amp"
     common = [str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root), "--amp",

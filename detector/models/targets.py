@@ -308,7 +308,7 @@ def add_neighbour_slots(t: FrameTargets, grid: BEVGrid, radius: int) -> FrameTar
         mask.append(t.mask & inside)
         for n, v in t.reg.items():
             if n == "offset":
-                v = v - torch.tensor([dx, dy], dtype=v.dtype, device=v.device)
+                v = torch.stack([v[:, 0] - dx, v[:, 1] - dy], 1)  # scalars: no host-to-device copy
             reg[n].append(v)
         boxes.append(t.boxes)
     centre = torch.zeros(k * (len(shifts) + 1), dtype=torch.bool, device=t.mask.device)
