@@ -38,12 +38,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
-    try:
-        runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
-                              launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
-    except ConfigError as e:  # e.g. --amp with an optim_wrapper type it cannot switch
-        print(f"error: {args.config}: {e}", file=sys.stderr)
-        return 2
+    runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
+                          launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
     runner.train()
     return 0
 

@@ -18,9 +18,8 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-__all__ = ["ConfigError", "CPUAmpOptimWrapper", "check_config", "check_class_names", "enable_amp",
-           "build_runner", "init_distributed", "set_data_root", "load_config",
-           "add_common_cli_args", "parse_cli_args"]
+__all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root",
+           "load_config", "add_common_cli_args", "parse_cli_args"]
 
 
 class ConfigError(ValueError):
@@ -141,64 +140,8 @@ def _key(path: list[str]) -> str:
     return s
 
 
-def _default_of(cls, arg: str):
-    import inspect
-
-    return inspect.signature(cls).parameters[arg].default
-
-
-def _dataset_class_names(ds: dict, key: str):
-    """(key, class list) of a dataloader's dataset config, looking through wrappers that hold
-    a ``dataset`` (RepeatDataset, ClassBalancedDataset); None where it names no classes."""
-    from ..datasets.dataset import WaymoDetDataset
-
-    if "class_names" in ds:
-        return f"{key}.class_names", list(ds["class_names"])
-    if ds.get("type") in ("WaymoDetDataset", WaymoDetDataset):
-        return f"{key}.class_names", list(_default_of(WaymoDetDataset, "class_names"))
-    if isinstance(ds.get("dataset"), dict):
-        return _dataset_class_names(ds["dataset"], f"{key}.dataset")
-    return None
-
-
-def check_class_names(cfg: Config) -> None:
-    """Raise :class:`ConfigError` unless every dataloader's dataset ``class_names`` and every
-    evaluator's ``class_names`` (where given) equal the head's flat class list
-    (``model.head.class_groups`` concatenated). Label i of the data is class i of the head and
-    the metric maps class i back to a Waymo type: a mismatch would train and evaluate silently
-    with swapped labels."""
-    from ..models.center_head import CenterHead
-
-    model = cfg.get("model") or {}
-    head = model.get("head") if isinstance(model, dict) else None
-    if not isinstance(head, dict) or head.get("type", "CenterHead") not in ("CenterHead", CenterHead):
-        return
-    groups = head.get("class_groups", _default_of(CenterHead, "class_groups"))
-    model_classes = [c for g in groups for c in g]
-    found = []
-    for phase in ("train", "val", "test"):
-        dl = cfg.get(f"{phase}_dataloader")
-        if isinstance(dl, dict) and isinstance(dl.get("dataset"), dict):
-            hit = _dataset_class_names(dl["dataset"], f"{phase}_dataloader.dataset")
-            if hit is not None:
-                found.append(hit)
-        ev = cfg.get(f"{phase}_evaluator")
-        for i, m in enumerate(ev if isinstance(ev, (list, tuple)) else [ev]):
-            if isinstance(m, dict) and m.get("class_names") is not None:
-                key = f"{phase}_evaluator" + (f"[{i}]" if isinstance(ev, (list, tuple)) else "")
-                found.append((f"{key}.class_names", list(m["class_names"])))
-    for key, names in found:
-        if names != model_classes:
-            raise ConfigError(
-                f"config key {key!r} = {names} does not match the model's classes "
-                f"{model_classes} (model.head.class_groups = {[list(g) for g in groups]}, "
-                f"concatenated); label i of the data and the metric must be class i of the head")
-
-
 def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "test")) -> None:
-    """Raise :class:`ConfigError` naming the key of an unknown ``type``, a dataset or metric
-    class list that differs from the head's (:func:`check_class_names`, for every dataloader
-    whatever ``phases``) or a missing ``data_root``."""
+    """Raise :class:`ConfigError` naming the key of an unknown ``type`` or a missing ``data_root``."""
     import importlib
 
     from mmengine.registry import DefaultScope
@@ -228,7 +171,7 @@ def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "
             raise ConfigError(
                 f"config key {_key(path + ['type'])!r} = {node['type']!r}: no such {reg_name} is "
                 f"registered; expected one of {names}")
-    check_class_names(cfg)
+    check_class_names(cfg)  # every dataloader, whatever ``phases``
     if check_data:
         for phase in phases:
             dl = cfg.get(f"{phase}_dataloader")
@@ -380,3 +323,60 @@ def load_config(path: str, cfg_options: dict | None = None, data_root: str | Non
         set_data_root(cfg, data_root)
     check_config(cfg, phases=phases)
     return cfg
+
+
+def _default_of(cls, arg: str):
+    import inspect
+
+    return inspect.signature(cls).parameters[arg].default
+
+
+def _dataset_class_names(ds: dict, key: str):
+    """(key, class list) of a dataloader's dataset config, looking through wrappers that hold
+    a ``dataset`` (RepeatDataset, ClassBalancedDataset); None where it names no classes."""
+    from ..datasets.dataset import WaymoDetDataset
+
+    if "class_names" in ds:
+        return f"{key}.class_names", list(ds["class_names"])
+    if ds.get("type") in ("WaymoDetDataset", WaymoDetDataset):
+        return f"{key}.class_names", list(_default_of(WaymoDetDataset, "class_names"))
+    if isinstance(ds.get("dataset"), dict):
+        return _dataset_class_names(ds["dataset"], f"{key}.dataset")
+    return None
+
+
+def check_class_names(cfg: Config) -> None:
+    """Raise :class:`ConfigError` unless every dataloader's dataset ``class_names`` and every
+    evaluator's ``class_names`` (where given) equal the head's flat class list
+    (``model.head.class_groups`` concatenated). Label i of the data is class i of the head and
+    the metric maps class i back to a Waymo type: a mismatch would train and evaluate silently
+    with swapped labels."""
+    from ..models.center_head import CenterHead
+
+    model = cfg.get("model") or {}
+    head = model.get("head") if isinstance(model, dict) else None
+    if not isinstance(head, dict) or head.get("type", "CenterHead") not in ("CenterHead", CenterHead):
+        return
+    groups = head.get("class_groups", _default_of(CenterHead, "class_groups"))
+    model_classes = [c for g in groups for c in g]
+    found = []
+    for phase in ("train", "val", "test"):
+        dl = cfg.get(f"{phase}_dataloader")
+        if isinstance(dl, dict) and isinstance(dl.get("dataset"), dict):
+            hit = _dataset_class_names(dl["dataset"], f"{phase}_dataloader.dataset")
+            if hit is not None:
+                found.append(hit)
+        ev = cfg.get(f"{phase}_evaluator")
+        for i, m in enumerate(ev if isinstance(ev, (list, tuple)) else [ev]):
+            if isinstance(m, dict) and m.get("class_names") is not None:
+                key = f"{phase}_evaluator" + (f"[{i}]" if isinstance(ev, (list, tuple)) else "")
+                found.append((f"{key}.class_names", list(m["class_names"])))
+    for key, names in found:
+        if names != model_classes:
+            raise ConfigError(
+                f"config key {key!r} = {names} does not match the model's classes "
+                f"{model_classes} (model.head.class_groups = {[list(g) for g in groups]}, "
+                f"concatenated); label i of the data and the metric must be class i of the head")
+
+
+__all__ += ["CPUAmpOptimWrapper", "check_class_names", "enable_amp"]
