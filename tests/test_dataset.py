@@ -39,7 +39,7 @@ def test_items_follow_the_model_contract(root):
     assert (s.frame_id, s.context_name, s.timestamp_micros) == (
         rec.frame_id, rec.context_name, rec.timestamp_micros)
     # eval GT keeps every vehicle, including boxes without points
-    assert len(s.meta["eval_gt"]["boxes"]) == (rec.types == 1).sum() >= veh.sum()
+    assert len(s.eval_gt.boxes) == (rec.types == 1).sum() >= veh.sum()
     batch = collate_det3d([ds[0], ds[1]])
     assert set(batch) == {"inputs", "data_samples"} and len(batch["inputs"]["points"]) == 2
     assert batch["data_samples"][1].frame_id == load_index(root, "train")[1].frame_id
@@ -56,8 +56,8 @@ def test_augmentation_is_reproducible_and_changes_with_epoch(root):
     other = WaymoDetDataset(root, "train", pipeline=AUG, seed=4)[0]
     assert not torch.equal(a["points"], other["points"])
     # augmentation never touches the evaluation ground truth
-    np.testing.assert_array_equal(a["data_sample"].meta["eval_gt"]["boxes"],
-                                  c["data_sample"].meta["eval_gt"]["boxes"])
+    np.testing.assert_array_equal(a["data_sample"].eval_gt.boxes,
+                                  c["data_sample"].eval_gt.boxes)
 
 
 def test_filters(root):
@@ -65,7 +65,7 @@ def test_filters(root):
     assert len(WaymoDetDataset(root, "train", load_interval=2)) == len(recs[::2]) == 1
     assert len(WaymoDetDataset(root, "train", max_frames=1)) == 1
     ds = WaymoDetDataset(root, "val", test_mode=True, eval_range=[-10, -10, -5, 10, 10, 5])
-    gt = ds[0]["data_sample"].meta["eval_gt"]["boxes"]
+    gt = ds[0]["data_sample"].eval_gt.boxes
     assert np.all(np.abs(gt[:, :2]) < 10)
     assert len(gt) < (load_index(root, "val")[0].types == 1).sum()
     hi = WaymoDetDataset(root, "train", min_box_points=100)[0]["data_sample"]

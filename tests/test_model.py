@@ -235,9 +235,9 @@ def test_multi_group_head_losses_targets_and_labels():
     outs = model(dict(points=pts), samples, "tensor")
     assert outs.groups[0]["heatmap"].shape[1] == 1 and outs.groups[1]["heatmap"].shape[1] == 2
     targets = model.head.targets(samples)
-    assert int(targets[0]["mask"].sum()) == 1 and int(targets[1]["mask"].sum()) == 2
+    assert int(targets[0].mask.sum()) == 1 and int(targets[1].mask.sum()) == 2
     # The pedestrian (flat label 1) peaks in group 1's channel 0, the cyclist in channel 1.
-    assert targets[1]["heatmap"][0, 0].max() == 1 and targets[1]["heatmap"][0, 1].max() == 1
+    assert targets[1].heatmap[0, 0].max() == 1 and targets[1].heatmap[0, 1].max() == 1
     model.train()
     losses = model(dict(points=pts), samples, "loss")
     assert "loss_heatmap_vehicle" in losses and "loss_reg_size_pedestrian_cyclist" in losses
@@ -282,8 +282,8 @@ def test_neighbour_regression_supervises_the_cells_around_each_centre():
     out = base(dict(points=pts), samples, "tensor")
     tgt0 = base.head.targets(samples)[0]
     tgt1 = model.head.targets(samples)[0]
-    assert tgt1["indices"].shape[1] == 9 * tgt0["indices"].shape[1]
-    assert torch.equal(tgt1["centre"], torch.cat([tgt0["mask"], torch.zeros_like(tgt1["centre"][:, tgt0["mask"].shape[1]:])], 1))
+    assert tgt1.indices.shape[1] == 9 * tgt0.indices.shape[1]
+    assert torch.equal(tgt1.centre, torch.cat([tgt0.mask, torch.zeros_like(tgt1.centre[:, tgt0.mask.shape[1]:])], 1))
     # Same outputs (same weights, eval of the same maps): the heatmap loss is unchanged, the
     # regression losses are the centre-only ones plus half the neighbours' terms.
     from detector.models.losses import masked_l1_loss
@@ -291,11 +291,11 @@ def test_neighbour_regression_supervises_the_cells_around_each_centre():
     l0 = base.head.loss(out, samples)
     l1 = model.head.loss(out, samples)
     torch.testing.assert_close(l0["loss_heatmap"], l1["loss_heatmap"])
-    num = tgt0["mask"].sum().float()
-    k = tgt0["mask"].shape[1]
+    num = tgt0.mask.sum().float()
+    k = tgt0.mask.shape[1]
     for b in ("offset", "size"):
-        pred = gather_cells(out.groups[0][b], tgt1["indices"])
-        nb = masked_l1_loss(pred[:, k:], tgt1["reg"][b][:, k:], tgt1["mask"][:, k:])
+        pred = gather_cells(out.groups[0][b], tgt1.indices)
+        nb = masked_l1_loss(pred[:, k:], tgt1.reg[b][:, k:], tgt1.mask[:, k:])
         torch.testing.assert_close(l1[f"loss_reg_{b}"], l0[f"loss_reg_{b}"] + 0.25 * 0.5 * nb / num)
     sum(l1.values()).backward()
 
@@ -323,18 +323,18 @@ def test_iou_loss_covers_the_neighbour_slots():
     out = model(dict(points=pts), samples, "tensor")
     head = model.head
     tgt = head.targets(samples)[0]
-    live = tgt["mask"].bool()
-    assert live.sum() > tgt["centre"].sum()          # neighbour slots exist
-    gathered = {b: gather_cells(out.groups[0][b], tgt["indices"]) for b in head.branch_names
+    live = tgt.mask.bool()
+    assert live.sum() > tgt.centre.sum()          # neighbour slots exist
+    gathered = {b: gather_cells(out.groups[0][b], tgt.indices) for b in head.branch_names
                 if b != "heatmap"}
-    boxes = decode_boxes({b: gathered[b] for b in head.reg_branches}, tgt["indices"], head.grid,
+    boxes = decode_boxes({b: gathered[b] for b in head.reg_branches}, tgt.indices, head.grid,
                          head.heading_encoding)[live].detach().double().numpy()
-    gt = tgt["boxes"][live].double().numpy()
+    gt = tgt.boxes[live].double().numpy()
     iou_t = torch.tensor([boxes_iou3d_reference(boxes[i:i + 1], gt[i:i + 1])[0, 0]
                           for i in range(len(gt))])
-    w = torch.where(tgt["centre"], 1.0, 0.5)[live].double()
+    w = torch.where(tgt.centre, 1.0, 0.5)[live].double()
     pred = gathered["iou"][live][:, 0].detach().double()
-    expected = ((pred - (2 * iou_t - 1)).abs() * w).sum() / tgt["centre"].sum()
+    expected = ((pred - (2 * iou_t - 1)).abs() * w).sum() / tgt.centre.sum()
     losses = head.loss(out, samples)
     torch.testing.assert_close(losses["loss_iou"].double(), head.loss_weights["iou"] * expected,
                                rtol=1e-4, atol=1e-5)

@@ -278,3 +278,113 @@ def test_points_in_boxes_count_matches_reference():
     ref = [sum(_inside_reference(p, b) for p in pts.tolist()) for b in boxes.tolist()]
     assert points_in_boxes_count(pts, boxes).tolist() == ref
     assert sum(ref) > 0
+
+
+def _messy_boxes(m, g):
+    """m random boxes: centres partly off the map and out of the z range, some sizes <= 0,
+    large boxes whose Gaussians cross the border, any heading."""
+    boxes = torch.empty(m, 7)
+    boxes[:, 0] = torch.rand(m, generator=g) * 96 - 48
+    boxes[:, 1] = torch.rand(m, generator=g) * 76 - 38
+    boxes[:, 2] = torch.rand(m, generator=g) * 8 - 3
+    boxes[:, 3:6] = torch.rand(m, 3, generator=g) * 14 - 0.5
+    boxes[:, 6] = torch.rand(m, generator=g) * 2 * math.pi - math.pi
+    return boxes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_encode_targets_equals_the_per_box_loop_reference(seed):
+    """The vectorised encoder gives bit-identical targets to the loop it replaced
+    (tests/targets_loop_reference.py), over class selection, range filters, the max_objs cap,
+    min_points_in_box, both heading encodings and Gaussians clipped at the border."""
+    from targets_loop_reference import encode_targets_loop
+
+    g = torch.Generator().manual_seed(seed)
+    m = int(torch.randint(0, 120, (1,), generator=g))
+    boxes = _messy_boxes(m, g)
+    labels = torch.randint(0, 3, (m,), generator=g)
+    pts = torch.rand(3000, 5, generator=g) * torch.tensor([80.0, 64.0, 6.0, 1, 1]) \
+        - torch.tensor([40.0, 32.0, 2.0, 0, 0])
+    used = 0
+    for encoding in ("sincos", "axis_dir"):
+        for classes, max_objs, rf, min_pts in (([0], 500, "center_bev", 0), ([2, 0], 7, "center_3d", 0),
+                                                ([1, 0, 2], 64, "center_bev", 2)):
+            args = (boxes, labels, classes, GRID, 0.1, 2, max_objs, rf, pts, min_pts, encoding)
+            got, ref = encode_targets(*args), encode_targets_loop(*args)
+            assert torch.equal(got.heatmap, ref["heatmap"])
+            assert torch.equal(got.indices, ref["indices"]) and torch.equal(got.mask, ref["mask"])
+            assert torch.equal(got.boxes, ref["boxes"]) and torch.equal(got.centre, got.mask)
+            assert set(got.reg) == set(ref["reg"])
+            for name in ref["reg"]:
+                assert torch.equal(got.reg[name], ref["reg"][name]), name
+            used += int(ref["mask"].sum())
+    assert m == 0 or used > 0
+
+
+def test_draw_gaussians_of_many_boxes_equals_pasting_them_one_by_one():
+    """Random centres (on the border too), radii from 0 to beyond the map, 3 channels, some
+    boxes invalid; over the whole map (the accelerator path) and per-box patches (the CPU path),
+    in one chunk and in chunks smaller than the batch of boxes."""
+    from targets_loop_reference import draw_gaussian_loop
+
+    import detector.models.targets as T
+
+    g = torch.Generator().manual_seed(11)
+    m, c, h, w = 40, 3, 17, 23
+    ch = torch.randint(0, c, (m,), generator=g)
+    cx, cy = torch.randint(0, w, (m,), generator=g), torch.randint(0, h, (m,), generator=g)
+    r = torch.randint(0, 30, (m,), generator=g)
+    valid = torch.rand(m, generator=g) > 0.2
+    ref = torch.zeros(c, h, w)
+    for i in range(m):
+        if valid[i]:
+            draw_gaussian_loop(ref[ch[i]], int(cx[i]), int(cy[i]), int(r[i]))
+    for window in ("auto", "map", 29, 40):
+        assert torch.equal(T.draw_gaussians(torch.zeros(c, h, w), ch, cx, cy, r, valid, window), ref)
+    old = T._DRAW_CHUNK_CELLS
+    try:
+        for window, cells in (("map", 7 * h * w), (29, 7 * 59 * 59)):  # 6 chunks of 7 boxes
+            T._DRAW_CHUNK_CELLS = cells
+            got = T.draw_gaussians(torch.zeros(c, h, w), ch, cx, cy, r, valid, window)
+            assert torch.equal(got, ref), window
+    finally:
+        T._DRAW_CHUNK_CELLS = old
+
+
+def test_targets_and_dense_decoding_run_on_the_meta_device():
+    """On ``meta`` every value read back to the host raises: encoding (with neighbour slots
+    and the points filter) and the fixed-shape decoding need none."""
+    from detector.models.targets import decode_heatmap_dense
+
+    boxes = torch.empty(9, 7, device="meta")
+    labels = torch.empty(9, dtype=torch.long, device="meta")
+    pts = torch.empty(100, 5, device="meta")
+    for encoding in ("sincos", "axis_dir"):
+        t = encode_targets(boxes, labels, [0, 1], GRID, max_objs=16, points=pts,
+                           min_points_in_box=1, heading_encoding=encoding)
+        t = add_neighbour_slots(t, GRID, 1)
+        for v in (t.heatmap, t.indices, t.mask, t.boxes, t.centre, *t.reg.values()):
+            assert v.device.type == "meta"
+        assert t.heatmap.shape == (2, 80, 100) and t.indices.shape == (16 * 9,)
+        maps = {k: torch.empty(2, n, 80, 100, device="meta") for k, n in reg_branches(encoding).items()}
+        out = decode_heatmap_dense(torch.empty(2, 2, 80, 100, device="meta", dtype=torch.bfloat16),
+                                   maps, GRID, top_k=50, heading_encoding=encoding,
+                                   iou_map=torch.empty(2, 1, 80, 100, device="meta"), iou_rectifier=0.5)
+        assert [tuple(o.shape) for o in out] == [(2, 50, 7), (2, 50), (2, 50), (2, 50)]
+        assert all(o.device.type == "meta" for o in out) and out[0].dtype == torch.float32
+
+
+def test_half_precision_maps_decode_like_float32():
+    """bfloat16 / float16 head outputs (AMP) decode in float32: the same peaks and the boxes of
+    the rounded maps, not boxes rounded to half precision."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(1, 1, 80, 100, generator=g) * 3
+    maps = {k: torch.randn(1, n, 80, 100, generator=g) for k, n in reg_branches("sincos").items()}
+    for dtype in (torch.bfloat16, torch.float16):
+        lo = logits.to(dtype)
+        mp = {k: v.to(dtype) for k, v in maps.items()}
+        (b_half, s_half, c_half), = decode_heatmap(lo, mp, GRID, top_k=100, score_threshold=0.2)
+        (b_ref, s_ref, c_ref), = decode_heatmap(lo.float(), {k: v.float() for k, v in mp.items()},
+                                                 GRID, top_k=100, score_threshold=0.2)
+        assert b_half.dtype == torch.float32 and len(b_half) > 10
+        assert torch.equal(b_half, b_ref) and torch.equal(s_half, s_ref) and torch.equal(c_half, c_ref)

@@ -26,7 +26,8 @@ def parse_args(argv=None):
     add_common_cli_args(p, "where logs and checkpoints go (default work_dirs/<config>)")
     p.add_argument("--resume", nargs="?", type=str, const="auto",
                    help="resume from CKPT, or from the work dir's last checkpoint when no path")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: float16 + loss scaling on CUDA, bfloat16 on the CPU")
     p.add_argument("--auto-scale-lr", action="store_true",
                    help="scale the learning rate by the total batch (processes x batch_size) "
                         "over the config's auto_scale_lr.base_batch_size")

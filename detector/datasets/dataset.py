@@ -6,7 +6,7 @@ through the transform pipeline, and formatted into what the model consumes
 data_sample=Det3DSample)``. ``collate_det3d`` batches items into
 ``dict(inputs=dict(points=[...]), data_samples=[...])``.
 
-Ground truth for evaluation travels in ``Det3DSample.meta["eval_gt"]`` untouched by
+Ground truth for evaluation travels in ``Det3DSample.eval_gt`` (``EvalGroundTruth``) untouched by
 augmentation and unfiltered by point count (the metric prepares it the official way), limited to
 the Waymo types the model predicts.
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from ..structures import WAYMO_TYPES, Det3DSample
+from ..structures import WAYMO_TYPES, Det3DSample, EvalGroundTruth
 from . import collate as _collate  # noqa: F401  (registers collate_det3d with mmengine)
 from .transforms import Compose
 
@@ -118,8 +118,9 @@ class WaymoDetDataset(torch.utils.data.Dataset):
             r = self.eval_range
             eval_sel = ours & (boxes[:, 0] >= r[0]) & (boxes[:, 0] < r[3]) & (boxes[:, 1] >= r[1]) \
                 & (boxes[:, 1] < r[4])
-        eval_gt = dict(boxes=boxes[eval_sel].copy(), types=types[eval_sel].copy(),
-                       difficulty=difficulty[eval_sel].copy(), num_points=npts[eval_sel].copy())
+        eval_gt = EvalGroundTruth(boxes=boxes[eval_sel].copy(), types=types[eval_sel].copy(),
+                                  difficulty=difficulty[eval_sel].copy(),
+                                  num_points=npts[eval_sel].copy())
         keep = ours if self.test_mode else ours & (npts >= self.min_box_points)
         labels = np.array([self.type_to_label[t] for t in types[keep]], dtype=np.int64)
         return dict(points=pts, gt_boxes=boxes[keep].copy(), gt_labels=labels,
@@ -147,8 +148,8 @@ class WaymoDetDataset(torch.utils.data.Dataset):
             gt_boxes=torch.from_numpy(np.ascontiguousarray(results["gt_boxes"], dtype=np.float32)),
             gt_labels=torch.from_numpy(np.asarray(results["gt_labels"], dtype=np.int64)),
             frame_id=int(rec.frame_id), context_name=str(rec.context_name),
-            timestamp_micros=int(rec.timestamp_micros),
-            meta=dict(sample_idx=int(results["sample_idx"]), eval_gt=results["eval_gt"],
+            timestamp_micros=int(rec.timestamp_micros), eval_gt=results["eval_gt"],
+            meta=dict(sample_idx=int(results["sample_idx"]),
                       segment=str(getattr(rec, "segment", "")),
                       frame_index=int(getattr(rec, "frame_index", 0))))
         return dict(points=self.model_points(results["points"]), data_sample=sample)

@@ -4,15 +4,19 @@
 naming the config key and what was expected, for the two mistakes people make most: a ``type``
 that no registry knows (typo, missing import) and a ``data_root`` that does not exist.
 ``build_runner`` turns a Config plus command-line choices into an mmengine ``Runner``: work dir,
-resume, AMP (only where CUDA exists), CPU-friendly DDP (gloo backend, no ``device_ids``).
+resume, AMP (float16 + a dynamic loss scaler on CUDA, bfloat16 on the CPU), CPU-friendly DDP
+(gloo backend, no ``device_ids``).
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
 
 __all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "set_data_root",
            "load_config", "add_common_cli_args", "parse_cli_args", "follow_max_epochs"]
@@ -20,6 +24,55 @@ __all__ = ["ConfigError", "check_config", "build_runner", "init_distributed", "s
 
 class ConfigError(ValueError):
     """A config names something that does not exist; the message names the key."""
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed precision on the CPU: the forward runs under ``torch.autocast("cpu", bfloat16)``.
+
+    mmengine's ``AmpOptimWrapper`` needs CUDA (or another accelerator) for its GradScaler. On the
+    CPU autocast supports bfloat16 only, which has float32's exponent range, so gradients do
+    not underflow and no loss scaling is needed: parameters, gradients and the optimizer state
+    stay float32, only the autocast ops (convolutions, matmuls) compute in bfloat16.
+    """
+
+    def __init__(self, dtype: str | torch.dtype = "bfloat16", **kwargs):
+        if dtype not in ("bfloat16", torch.bfloat16):
+            raise ValueError(f"CPUAmpOptimWrapper: CPU autocast supports bfloat16 only, got {dtype!r}")
+        super().__init__(**kwargs)
+        self.cast_dtype = torch.bfloat16
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+
+def enable_amp(cfg: Config, cuda: bool | None = None) -> str:
+    """Switch ``cfg.optim_wrapper`` to mixed precision, in place; returns what was chosen.
+
+    CUDA: mmengine's ``AmpOptimWrapper``, float16 autocast with a dynamic ``GradScaler``
+    (``loss_scale``/``dtype`` kept where the config sets them). No CUDA: ``CPUAmpOptimWrapper``
+    (bfloat16, no scaler). A config that already names one of them for the other device is
+    switched over."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    ow = cfg.optim_wrapper
+    kind = ow.get("type", "OptimWrapper")
+    if kind not in ("OptimWrapper", "AmpOptimWrapper", "CPUAmpOptimWrapper"):
+        raise ConfigError(f"--amp: config key 'optim_wrapper.type' = {kind!r}; expected "
+                          f"OptimWrapper, AmpOptimWrapper or CPUAmpOptimWrapper")
+    if cuda:
+        ow.type = "AmpOptimWrapper"
+        if kind != "AmpOptimWrapper":
+            ow.pop("dtype", None)
+        ow.setdefault("loss_scale", "dynamic")
+        ow.setdefault("dtype", "float16")
+        return f"AMP: {ow.dtype} autocast on CUDA with loss scale {ow.loss_scale!r}"
+    ow.type = "CPUAmpOptimWrapper"
+    ow.pop("loss_scale", None)
+    ow.pop("use_fsdp", None)
+    ow["dtype"] = "bfloat16"
+    return "AMP: bfloat16 autocast on the CPU (no loss scaling needed)"
 
 
 def _registries():
@@ -122,6 +175,7 @@ def check_config(cfg: Config, check_data: bool = True, phases=("train", "val", "
             raise ConfigError(
                 f"config key {_key(path + ['type'])!r} = {node['type']!r}: no such {reg_name} is "
                 f"registered; expected one of {names}")
+    check_class_names(cfg)  # every dataloader, whatever ``phases``
     if check_data:
         for phase in phases:
             dl = cfg.get(f"{phase}_dataloader")
@@ -215,15 +269,9 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
     if load_from is not None:
         cfg.load_from = str(load_from)
     if amp:
-        if torch.cuda.is_available():
-            ow = cfg.optim_wrapper
-            if ow.get("type", "OptimWrapper") == "AmpOptimWrapper":
-                pass
-            else:
-                ow.type = "AmpOptimWrapper"
-                ow.setdefault("loss_scale", "dynamic")
-        elif logger is not None:
-            logger("--amp ignored: AMP needs a CUDA device; training in float32 on the CPU")
+        chosen = enable_amp(cfg)
+        if logger is not None:
+            logger(chosen)
     if launcher != "none":
         init_distributed(launcher)
         if not torch.cuda.is_available():
@@ -301,3 +349,60 @@ def load_config(path: str, cfg_options: dict | None = None, data_root: str | Non
         set_data_root(cfg, data_root)
     check_config(cfg, phases=phases)
     return cfg
+
+
+def _default_of(cls, arg: str):
+    import inspect
+
+    return inspect.signature(cls).parameters[arg].default
+
+
+def _dataset_class_names(ds: dict, key: str):
+    """(key, class list) of a dataloader's dataset config, looking through wrappers that hold
+    a ``dataset`` (RepeatDataset, ClassBalancedDataset); None where it names no classes."""
+    from ..datasets.dataset import WaymoDetDataset
+
+    if "class_names" in ds:
+        return f"{key}.class_names", list(ds["class_names"])
+    if ds.get("type") in ("WaymoDetDataset", WaymoDetDataset):
+        return f"{key}.class_names", list(_default_of(WaymoDetDataset, "class_names"))
+    if isinstance(ds.get("dataset"), dict):
+        return _dataset_class_names(ds["dataset"], f"{key}.dataset")
+    return None
+
+
+def check_class_names(cfg: Config) -> None:
+    """Raise :class:`ConfigError` unless every dataloader's dataset ``class_names`` and every
+    evaluator's ``class_names`` (where given) equal the head's flat class list
+    (``model.head.class_groups`` concatenated). Label i of the data is class i of the head and
+    the metric maps class i back to a Waymo type: a mismatch would train and evaluate silently
+    with swapped labels."""
+    from ..models.center_head import CenterHead
+
+    model = cfg.get("model") or {}
+    head = model.get("head") if isinstance(model, dict) else None
+    if not isinstance(head, dict) or head.get("type", "CenterHead") not in ("CenterHead", CenterHead):
+        return
+    groups = head.get("class_groups", _default_of(CenterHead, "class_groups"))
+    model_classes = [c for g in groups for c in g]
+    found = []
+    for phase in ("train", "val", "test"):
+        dl = cfg.get(f"{phase}_dataloader")
+        if isinstance(dl, dict) and isinstance(dl.get("dataset"), dict):
+            hit = _dataset_class_names(dl["dataset"], f"{phase}_dataloader.dataset")
+            if hit is not None:
+                found.append(hit)
+        ev = cfg.get(f"{phase}_evaluator")
+        for i, m in enumerate(ev if isinstance(ev, (list, tuple)) else [ev]):
+            if isinstance(m, dict) and m.get("class_names") is not None:
+                key = f"{phase}_evaluator" + (f"[{i}]" if isinstance(ev, (list, tuple)) else "")
+                found.append((f"{key}.class_names", list(m["class_names"])))
+    for key, names in found:
+        if names != model_classes:
+            raise ConfigError(
+                f"config key {key!r} = {names} does not match the model's classes "
+                f"{model_classes} (model.head.class_groups = {[list(g) for g in groups]}, "
+                f"concatenated); label i of the data and the metric must be class i of the head")
+
+
+__all__ += ["CPUAmpOptimWrapper", "check_class_names", "enable_amp"]

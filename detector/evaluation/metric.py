@@ -1,7 +1,7 @@
 """``WaymoMetric``: the mmengine evaluator glue around our Waymo 3D detection metric.
 
 The validation / test loop hands :meth:`WaymoMetric.process` the model's ``Detections`` and the
-batch (whose ``Det3DSample.meta["eval_gt"]`` carries each frame's unaugmented ground truth of
+batch (whose ``Det3DSample.eval_gt`` carries each frame's unaugmented ground truth of
 the model's types). :meth:`compute_metrics` prepares the ground truth the official way
 (``prepare_ground_truth``: drop boxes without points, UNKNOWN difficulty -> LEVEL_1/2 by point
 count), maps class indices back to Waymo types through the model's ``class_names``, and runs
@@ -141,17 +141,19 @@ class WaymoMetric(BaseMetric):
             if labels.size and (labels.min() < 0 or labels.max() >= len(types)):
                 raise ValueError(f"WaymoMetric: frame {sample.frame_id} has predicted labels "
                                  f"{np.unique(labels)} outside class_names {self._classes()}")
-            gt = sample.meta["eval_gt"]
+            gt = sample.eval_gt
+            if gt is None:
+                raise ValueError(f"WaymoMetric: frame {sample.frame_id} ({sample.context_name!r}, "
+                                 f"{sample.timestamp_micros}) has no eval_gt; the dataset must "
+                                 f"give each sample its EvalGroundTruth")
             self.results.append(dict(
                 frame_id=int(sample.frame_id), context_name=sample.context_name,
                 timestamp_micros=int(sample.timestamp_micros),
                 pred_boxes=det.boxes.detach().cpu().float().numpy().reshape(-1, 7),
                 pred_scores=det.scores.detach().cpu().float().numpy().reshape(-1),
                 pred_types=types[labels], pred_labels=labels,
-                gt_boxes=np.asarray(gt["boxes"], np.float32).reshape(-1, 7),
-                gt_types=np.asarray(gt["types"], np.int64),
-                gt_difficulty=np.asarray(gt["difficulty"], np.int64),
-                gt_num_points=np.asarray(gt["num_points"], np.int64)))
+                gt_boxes=gt.boxes, gt_types=gt.types, gt_difficulty=gt.difficulty,
+                gt_num_points=gt.num_points))
 
     def compute_metrics(self, results: list) -> dict:
         types = _types_of(self._classes())

@@ -129,6 +129,10 @@ class SparseEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, batch: VoxelBatch) -> torch.Tensor:
         """Voxel features (V, C) and their (b, z, y, x) coords -> BEV map (B, C*D, H/8, W/8)."""
+        if features.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # spconv has no bfloat16 CPU kernels: under CPU autocast the encoder runs in float32.
+            with torch.autocast("cpu", enabled=False):
+                return self.forward(features.float(), batch)
         x = spconv.SparseConvTensor(features, batch.coords.int(), self.sparse_shape, batch.batch_size)
         x = self.conv_input(x)
         x = self.conv1(x)

@@ -38,7 +38,7 @@ from torch import nn
 from detector.models.losses import gaussian_focal_loss, masked_bce_loss, masked_l1_loss
 from detector.models.targets import (BEVGrid, add_neighbour_slots, decode_boxes, decode_heatmap,
                                      encode_targets, gather_cells, reg_branches)
-from detector.models.types import HeadOutputs
+from detector.models.types import GroupTargets, HeadOutputs
 from detector.registry import MODELS
 from detector.structures import Det3DSample, Detections
 
@@ -232,9 +232,10 @@ class CenterHead(nn.Module):
         return HeadOutputs(groups=groups, shared=shared)
 
     # ----------------------------------------------------------------- training
-    def targets(self, data_samples: Sequence[Det3DSample], points: Sequence[torch.Tensor] | None = None):
-        """Per group: dict(heatmap (B,C,H,W), indices (B,K), mask (B,K), reg{branch: (B,K,c)},
-        boxes (B,K,7))."""
+    def targets(self, data_samples: Sequence[Det3DSample],
+                points: Sequence[torch.Tensor] | None = None) -> list[GroupTargets]:
+        """One :class:`GroupTargets` per class group (the frames' targets stacked), built on the
+        ground truth's device without reading anything back to the host."""
         cfg = self.train_cfg
         out = []
         offset = 0
@@ -249,43 +250,55 @@ class CenterHead(nn.Module):
                     points[i] if points is not None else None, cfg["min_points_in_box"],
                     self.heading_encoding)
                 frames.append(add_neighbour_slots(ft, self.grid, int(cfg["reg_radius"])))
-            out.append(dict(
-                heatmap=torch.stack([f.heatmap for f in frames]),
-                indices=torch.stack([f.indices for f in frames]),
-                mask=torch.stack([f.mask for f in frames]),
-                reg={k: torch.stack([f.reg[k] for f in frames]) for k in self.reg_branches},
-                boxes=torch.stack([f.boxes for f in frames]),
-                centre=torch.stack([f.centre for f in frames])))
+            out.append(GroupTargets.stack(frames))
         return out
+
+    @staticmethod
+    def _check_devices(outputs: HeadOutputs, data_samples: Sequence[Det3DSample],
+                       points: Sequence[torch.Tensor] | None) -> None:
+        """Fail, naming the frame, where the ground truth is not on the predictions' device
+        (the data preprocessor moves it; a silent mix would fail later, far from the cause)."""
+        device = outputs.groups[0]["heatmap"].device
+        for i, s in enumerate(data_samples):
+            for name in ("gt_boxes", "gt_labels"):
+                t = getattr(s, name)
+                if t.device != device:
+                    raise ValueError(f"CenterHead.loss: data_samples[{i}] (frame {s.frame_id}) "
+                                     f"{name} is on {t.device}, the predictions on {device}; "
+                                     f"move the samples with the batch (Det3DSample.to)")
+            if points is not None and points[i].device != device:
+                raise ValueError(f"CenterHead.loss: points[{i}] is on {points[i].device}, the "
+                                 f"predictions on {device}")
 
     def loss(self, outputs: HeadOutputs, data_samples: Sequence[Det3DSample],
              points: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         if self.train_cfg["min_points_in_box"] > 0 and points is None:
             raise ValueError("CenterHead.train_cfg.min_points_in_box > 0 needs the points")
+        self._check_devices(outputs, data_samples, points)
         targets = self.targets(data_samples, points)
         losses: dict[str, torch.Tensor] = {}
         for g, (pred, tgt) in enumerate(zip(outputs.groups, targets)):
-            mask, centre = tgt["mask"], tgt["centre"]
+            mask, centre = tgt.mask, tgt.centre
             num = centre.sum().clamp(min=1).float()
             # Per-slot loss weight: 1 at centre cells, reg_neighbour_weight at their neighbours.
             slot_w = torch.where(centre, 1.0, float(self.train_cfg["reg_neighbour_weight"])) * mask
             losses[self._loss_key(g, "heatmap")] = self.loss_weights["heatmap"] * gaussian_focal_loss(
-                pred["heatmap"], tgt["heatmap"], self.focal_alpha, self.focal_beta) / num
-            gathered = {b: gather_cells(pred[b], tgt["indices"]) for b in self.branch_names
+                pred["heatmap"], tgt.heatmap, self.focal_alpha, self.focal_beta) / num
+            gathered = {b: gather_cells(pred[b], tgt.indices) for b in self.branch_names
                         if b != "heatmap"}
             for b in self.reg_branches:
                 fn = masked_bce_loss if b == "direction" else masked_l1_loss
                 losses[self._loss_key(g, b)] = self.loss_weights[b] * fn(
-                    gathered[b], tgt["reg"][b], slot_w) / num
+                    gathered[b], tgt.reg[b], slot_w) / num
             if self.with_iou:
                 # Target 2 * IoU - 1 at every regression slot (centre and, with reg_radius, its
                 # neighbours): a peak at a neighbour cell decodes that cell's box, so its IoU must
                 # be known too. Weighted per slot like the other regression branches.
                 with torch.no_grad():
                     pred_boxes = decode_boxes({b: gathered[b] for b in self.reg_branches},
-                                              tgt["indices"], self.grid, self.heading_encoding)
-                    iou_t = torch.zeros_like(gathered["iou"])
-                    iou = self._aligned_iou3d(pred_boxes[mask], tgt["boxes"][mask])
+                                              tgt.indices, self.grid, self.heading_encoding)
+                    iou_t = torch.zeros_like(gathered["iou"], dtype=torch.float32)
+                    iou = self._aligned_iou3d(pred_boxes[mask], tgt.boxes[mask])
                     iou_t[mask] = 2 * iou[:, None] - 1
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * masked_l1_loss(
                     gathered["iou"], iou_t, slot_w) / num

@@ -4,7 +4,8 @@ mmengine data preprocessor.
 Input (from the data loader): ``dict(inputs=dict(points=[Tensor (N_i, C)]), data_samples=[...])``
 with columns ``MODEL_POINT_FEATURES``. Output: the same dict with ``inputs["voxels"]`` a
 :class:`VoxelBatch` added (the per-frame point lists stay, for dynamic encoders and target
-filtering).
+filtering), everything on the model's device: the points through mmengine's ``cast_data``, the
+``Det3DSample``s (plain dataclasses, which ``cast_data`` passes over) through their ``.to()``.
 """
 from __future__ import annotations
 
@@ -89,8 +90,16 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
                           points=torch.cat([p.float() for p in points_list], 0),
                           point_voxel_ids=torch.as_tensor(ids, device=device).long())
 
+    def move_samples(self, samples):
+        """The data samples on the model's device (each ``Det3DSample.to``; None stays None)."""
+        if samples is None:
+            return None
+        return [s.to(self.device, non_blocking=self._non_blocking) if hasattr(s, "to") else s
+                for s in samples]
+
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
+        samples = self.move_samples(data.get("data_samples"))
         inputs = dict(data["inputs"])
         if "points" not in inputs:
             raise KeyError("VoxelDataPreprocessor expects data['inputs']['points'] "
@@ -100,4 +109,4 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
             points = [points]
         inputs["points"] = [p.float() for p in points]
         inputs["voxels"] = self.voxelize(inputs["points"], training)
-        return dict(inputs=inputs, data_samples=data.get("data_samples"))
+        return dict(inputs=inputs, data_samples=samples)

@@ -35,6 +35,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from detector.models.types import FrameTargets
+
 REG_BRANCHES = {"offset": 2, "z": 1, "size": 3, "heading": 2}
 HEADING_ENCODINGS = ("sincos", "axis_dir")
 
@@ -93,18 +95,95 @@ def gaussian_radius(length: torch.Tensor, width: torch.Tensor, min_overlap: floa
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
+# Cells of one chunk of the vectorised Gaussian drawing (boxes x H x W): bounds its memory
+# (16 MB of float32) whatever the number of boxes.
+_DRAW_CHUNK_CELLS = 1 << 22
+
+
+def draw_gaussians(heatmap: torch.Tensor, channel: torch.Tensor, cx: torch.Tensor,
+                   cy: torch.Tensor, radius: torch.Tensor, valid: torch.Tensor | None = None,
+                   window: int | str = "auto") -> torch.Tensor:
+    """Max-paste one Gaussian per box onto ``heatmap`` (C, H, W), in place, as tensor code.
+
+    Box m puts a Gaussian of ``radius[m]`` cells (sigma = diameter / 6) centred on cell
+    (``cx[m]``, ``cy[m]``) on channel ``channel[m]``: each cell within the (2r+1)^2 square takes
+    ``max(cell, exp(-(dx^2 + dy^2) / (2 sigma^2)))``, the part of the square off the map is
+    clipped. Boxes with ``valid[m]`` False draw nothing. All arguments are (M,) integer tensors
+    (``valid`` bool) on the heatmap's device; the order of the boxes does not matter.
+
+    window: how much of the map each box is evaluated on (the result is the same):
+    ``"map"`` - the whole map, as dense (boxes, H, W) ops in chunks: nothing is read back to the
+    host, the choice for accelerators; an int R >= every valid radius - a (2R+1)^2 patch per
+    box, max-scattered into the map; ``"auto"`` (default) - on the CPU a patch of the largest
+    radius (reading it costs nothing there, and the patch is ~100x less work than the map),
+    elsewhere the whole map.
+    """
+    c, h, w = heatmap.shape
+    m = channel.shape[0]
+    if m == 0:
+        return heatmap
+    device = heatmap.device
+    valid = torch.ones(m, dtype=torch.bool, device=device) if valid is None else valid
+    if window == "auto":
+        window = int(torch.where(valid, radius, 0).max()) if device.type == "cpu" else "map"
+    zero = torch.zeros((), dtype=heatmap.dtype, device=device)
+    if window == "map":
+        xs = torch.arange(w, device=device)
+        ys = torch.arange(h, device=device)
+        chunk = max(1, _DRAW_CHUNK_CELLS // (h * w))
+        for s in range(0, m, chunk):
+            e = min(s + chunk, m)
+            r = radius[s:e].long()
+            dx = xs[None, :] - cx[s:e, None].long()                # (m, W)
+            dy = ys[None, :] - cy[s:e, None].long()                # (m, H)
+            g = torch.exp(-_square_sum(dy, dx, heatmap.dtype) / _two_sigma2(r, heatmap.dtype))
+            inside = ((dy.abs() <= r[:, None])[:, :, None] & (dx.abs() <= r[:, None])[:, None, :]
+                      & valid[s:e, None, None])
+            for ch in range(c):
+                mine = inside & (channel[s:e] == ch)[:, None, None]
+                torch.maximum(heatmap[ch], torch.where(mine, g, zero).amax(0), out=heatmap[ch])
+        return heatmap
+    if not isinstance(window, int) or window < 0:
+        raise ValueError(f"draw_gaussians: window must be 'auto', 'map' or an int >= 0, got {window!r}")
+    o = torch.arange(-window, window + 1, device=device)
+    p = o.shape[0]
+    flat = torch.cat([heatmap.reshape(-1), zero[None]])  # the last element collects the misses
+    chunk = max(1, _DRAW_CHUNK_CELLS // (p * p))
+    for s in range(0, m, chunk):
+        e = min(s + chunk, m)
+        r = radius[s:e].long()
+        oo = o[None, :].expand(e - s, p)
+        g = torch.exp(-_square_sum(oo, oo, heatmap.dtype) / _two_sigma2(r, heatmap.dtype))
+        xs = cx[s:e, None].long() + o                              # (m, P)
+        ys = cy[s:e, None].long() + o
+        ok_x = (o.abs() <= r[:, None]) & (xs >= 0) & (xs < w)
+        ok_y = (o.abs() <= r[:, None]) & (ys >= 0) & (ys < h)
+        ok = ok_y[:, :, None] & ok_x[:, None, :] & valid[s:e, None, None]
+        idx = (channel[s:e, None, None].long() * h + ys[:, :, None]) * w + xs[:, None, :]
+        idx = torch.where(ok, idx, c * h * w)
+        flat.scatter_reduce_(0, idx.reshape(-1), g.reshape(-1), reduce="amax", include_self=True)
+    heatmap.copy_(flat[:-1].view(c, h, w))
+    return heatmap
+
+
+def _square_sum(dy: torch.Tensor, dx: torch.Tensor, dtype) -> torch.Tensor:
+    """(m, A), (m, B) integer offsets -> (m, A, B) dy^2 + dx^2 in ``dtype``."""
+    return (dy.to(dtype) ** 2)[:, :, None] + (dx.to(dtype) ** 2)[:, None, :]
+
+
+def _two_sigma2(r: torch.Tensor, dtype) -> torch.Tensor:
+    """(m,) radii -> (m, 1, 1) 2 sigma^2 with sigma = (2r + 1) / 6, computed in float64 and
+    rounded once to ``dtype`` (as a Python float divisor would be)."""
+    sigma = (2 * r + 1).double() / 6.0
+    return (2 * sigma * sigma).to(dtype)[:, None, None]
+
+
 def draw_gaussian(heatmap: torch.Tensor, cx: int, cy: int, radius: int) -> None:
-    """Max-paste a Gaussian of ``radius`` cells (sigma = diameter / 6) centred on cell (cx, cy)."""
-    h, w = heatmap.shape
-    sigma = (2 * radius + 1) / 6.0
-    r = torch.arange(-radius, radius + 1, dtype=heatmap.dtype, device=heatmap.device)
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma * sigma))
-    x0, x1 = max(cx - radius, 0), min(cx + radius + 1, w)
-    y0, y1 = max(cy - radius, 0), min(cy + radius + 1, h)
-    if x0 >= x1 or y0 >= y1:
-        return
-    patch = g[y0 - cy + radius:y1 - cy + radius, x0 - cx + radius:x1 - cx + radius]
-    torch.maximum(heatmap[y0:y1, x0:x1], patch, out=heatmap[y0:y1, x0:x1])
+    """Max-paste a Gaussian of ``radius`` cells (sigma = diameter / 6) centred on cell (cx, cy)
+    onto a (H, W) map (one box of :func:`draw_gaussians`)."""
+    dev = heatmap.device
+    one = lambda v: torch.tensor([int(v)], dtype=torch.long, device=dev)  # noqa: E731
+    draw_gaussians(heatmap[None], one(0), one(cx), one(cy), one(radius))
 
 
 def points_in_boxes_count(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -123,18 +202,6 @@ def points_in_boxes_count(points: torch.Tensor, boxes: torch.Tensor) -> torch.Te
 def wrap_heading(h: torch.Tensor) -> torch.Tensor:
     """Wrap angles to [-pi, pi)."""
     return torch.remainder(h + math.pi, 2 * math.pi) - math.pi
-
-
-@dataclass
-class FrameTargets:
-    """One frame's targets for one class group; K = max_objs slots, the first ``mask`` ones used."""
-    heatmap: torch.Tensor      # (C, H, W) float32
-    indices: torch.Tensor      # (K,) int64 flat cell index y * W + x
-    mask: torch.Tensor         # (K,) bool
-    reg: dict                  # branch -> (K, channels) float32
-    boxes: torch.Tensor        # (K, 7) the ground truth boxes in the slots
-    centre: torch.Tensor       # (K,) bool: used slots at an object's centre cell (== mask unless
-                               # add_neighbour_slots appended neighbour slots)
 
 
 def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
@@ -160,18 +227,13 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
     h, w = grid.shape
     cell_x, cell_y = grid.cell
     pcr = grid.point_cloud_range
-    heatmap = torch.zeros((len(group_classes), h, w), dtype=torch.float32, device=device)
-    indices = torch.zeros(max_objs, dtype=torch.long, device=device)
-    mask = torch.zeros(max_objs, dtype=torch.bool, device=device)
-    reg = {k: torch.zeros((max_objs, c), dtype=torch.float32, device=device)
-           for k, c in reg_branches(heading_encoding).items()}
-    slot_boxes = torch.zeros((max_objs, 7), dtype=torch.float32, device=device)
+    k = int(max_objs)
 
     boxes = gt_boxes.float()
     labels = gt_labels.long()
     channel = torch.full_like(labels, -1)
     for ch, cls in enumerate(group_classes):
-        channel[labels == cls] = ch
+        channel = torch.where(labels == cls, ch, channel)
     keep = channel >= 0
     fx = (boxes[:, 0] - pcr[0]) / cell_x
     fy = (boxes[:, 1] - pcr[1]) / cell_y
@@ -181,30 +243,43 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
         keep &= (boxes[:, 2] >= pcr[2]) & (boxes[:, 2] < pcr[5])
     if min_points_in_box > 0 and points is not None:
         keep &= points_in_boxes_count(points.float(), boxes) >= min_points_in_box
-    idx = torch.nonzero(keep).flatten()[:max_objs]
-    if idx.numel() == 0:
-        return FrameTargets(heatmap, indices, mask, reg, slot_boxes, mask)
-    boxes, channel, fx, fy = boxes[idx], channel[idx], fx[idx], fy[idx]
-    ix = fx.floor().long().clamp(0, w - 1)
-    iy = fy.floor().long().clamp(0, h - 1)
+    # The first max_objs kept boxes fill slots 0, 1, ... in order; the others go to a spare
+    # slot K that is cut off (fixed shapes: no nonzero(), nothing read back to the host).
+    rank = torch.cumsum(keep.long(), 0) - 1
+    used = keep & (rank < k)
+    slot = torch.where(used, rank, k)
+    ix = torch.nan_to_num(fx.floor(), 0.0, 0.0, 0.0).long().clamp(0, w - 1)
+    iy = torch.nan_to_num(fy.floor(), 0.0, 0.0, 0.0).long().clamp(0, h - 1)
     radius = gaussian_radius(boxes[:, 3] / cell_x, boxes[:, 4] / cell_y, gaussian_overlap)
-    radius = radius.floor().long().clamp(min=min_radius)
-    for ch_i, x_i, y_i, r_i in zip(channel.tolist(), ix.tolist(), iy.tolist(), radius.tolist()):
-        draw_gaussian(heatmap[ch_i], x_i, y_i, r_i)
-    n = idx.numel()
-    indices[:n] = iy * w + ix
-    mask[:n] = True
-    reg["offset"][:n] = torch.stack([fx - ix, fy - iy], 1)
-    reg["z"][:n] = boxes[:, 2:3]
-    reg["size"][:n] = boxes[:, 3:6].log()
+    radius = torch.nan_to_num(radius.floor(), 0.0, 0.0, 0.0).long()
+    radius = radius.clamp(min=min_radius)
+    heatmap = torch.zeros((len(group_classes), h, w), dtype=torch.float32, device=device)
+    draw_gaussians(heatmap, channel.clamp(min=0), ix, iy, radius, used)
+
+    def place(values: torch.Tensor, dtype) -> torch.Tensor:
+        """Rows of the M boxes -> (K, ...) slots (unused slots zero)."""
+        out = torch.zeros((k + 1, *values.shape[1:]), dtype=dtype, device=device)
+        out.index_copy_(0, slot, torch.where(used.view(-1, *[1] * (values.ndim - 1)),
+                                             values.to(dtype), torch.zeros((), dtype=dtype,
+                                                                           device=device)))
+        return out[:k]
+
+    indices = place(iy * w + ix, torch.long)
+    mask = place(used, torch.bool)
+    reg = {"offset": place(torch.stack([fx - ix, fy - iy], 1), torch.float32),
+           "z": place(boxes[:, 2:3], torch.float32),
+           "size": place(boxes[:, 3:6].log(), torch.float32)}
     if heading_encoding == "sincos":
-        reg["heading"][:n] = torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1)
+        reg["heading"] = place(torch.stack([boxes[:, 6].sin(), boxes[:, 6].cos()], 1),
+                               torch.float32)
     else:
         sin2, cos2 = (2 * boxes[:, 6]).sin(), (2 * boxes[:, 6]).cos()
-        reg["heading"][:n] = torch.stack([sin2, cos2], 1)
+        reg["heading"] = place(torch.stack([sin2, cos2], 1), torch.float32)
         # 1 when the heading is within +-90 degrees of the axis angle decoding will produce.
-        reg["direction"][:n, 0] = (torch.cos(boxes[:, 6] - axis_angle(sin2, cos2)) > 0).float()
-    slot_boxes[:n] = boxes
+        reg["direction"] = place((torch.cos(boxes[:, 6] - axis_angle(sin2, cos2)) > 0)
+                                 .float()[:, None], torch.float32)
+    reg = {name: reg[name] for name in reg_branches(heading_encoding)}
+    slot_boxes = place(boxes, torch.float32)
     return FrameTargets(heatmap, indices, mask, reg, slot_boxes, mask)
 
 
@@ -233,13 +308,17 @@ def add_neighbour_slots(t: FrameTargets, grid: BEVGrid, radius: int) -> FrameTar
         mask.append(t.mask & inside)
         for n, v in t.reg.items():
             if n == "offset":
-                v = v - torch.tensor([dx, dy], dtype=v.dtype, device=v.device)
+                v = torch.stack([v[:, 0] - dx, v[:, 1] - dy], 1)  # scalars: no host-to-device copy
             reg[n].append(v)
         boxes.append(t.boxes)
     centre = torch.zeros(k * (len(shifts) + 1), dtype=torch.bool, device=t.mask.device)
     centre[:k] = t.centre
     return FrameTargets(t.heatmap, torch.cat(idx), torch.cat(mask),
                         {n: torch.cat(v) for n, v in reg.items()}, torch.cat(boxes), centre)
+
+
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() and t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def gather_cells(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -253,7 +332,9 @@ def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid,
                  heading_encoding: str = "sincos") -> torch.Tensor:
     """Regression values at cells -> boxes (..., 7). ``reg`` holds (..., channels) tensors
     gathered at ``indices`` (flat y * W + x); with ``"axis_dir"``, ``reg["direction"]`` holds
-    the direction logit (> 0: the axis angle is the heading)."""
+    the direction logit (> 0: the axis angle is the heading). Half-precision values (AMP) are
+    decoded in float32: a bfloat16 position has a resolution of 0.25 m at 50 m."""
+    reg = {name: _at_least_float32(v) for name, v in reg.items()}
     _, w = grid.shape
     cell_x, cell_y = grid.cell
     pcr = grid.point_cloud_range
@@ -288,6 +369,22 @@ def decode_heatmap(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid, 
     (0.05 -> 0.38 at a = 0.68), so a threshold on the rectified score would let hundreds of
     background peaks per frame through.
     """
+    boxes, scores, channel, passed = decode_heatmap_dense(
+        heatmap_logits, reg_maps, grid, top_k, score_threshold, pool_kernel, iou_map,
+        iou_rectifier, heading_encoding)
+    return [(boxes[i][passed[i]], scores[i][passed[i]], channel[i][passed[i]])
+            for i in range(boxes.shape[0])]
+
+
+def decode_heatmap_dense(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid,
+                         top_k: int = 500, score_threshold: float = 0.1, pool_kernel: int = 3,
+                         iou_map: torch.Tensor | None = None, iou_rectifier: float = 0.0,
+                         heading_encoding: str = "sincos"):
+    """:func:`decode_heatmap` before the per-frame selection, in fixed shapes (no host sync):
+    boxes (B, K, 7), scores (B, K), channel (B, K) and ``passed`` (B, K) bool, the peaks whose
+    heatmap score reaches ``score_threshold``; K = min(top_k, C * H * W). Computed in float32
+    whatever the input dtype."""
+    heatmap_logits = _at_least_float32(heatmap_logits)
     b, c, h, w = heatmap_logits.shape
     scores = heatmap_logits.sigmoid()
     pad = (pool_kernel - 1) // 2
@@ -301,10 +398,6 @@ def decode_heatmap(heatmap_logits: torch.Tensor, reg_maps: dict, grid: BEVGrid, 
     boxes = decode_boxes(reg, cells, grid, heading_encoding)
     passed = top_scores >= score_threshold
     if iou_map is not None and iou_rectifier > 0:
-        iou = ((gather_cells(iou_map, cells)[..., 0] + 1) / 2).clamp(0, 1)
+        iou = ((_at_least_float32(gather_cells(iou_map, cells))[..., 0] + 1) / 2).clamp(0, 1)
         top_scores = top_scores.pow(1 - iou_rectifier) * iou.pow(iou_rectifier)
-    out = []
-    for i in range(b):
-        keep = passed[i]
-        out.append((boxes[i][keep], top_scores[i][keep], channel[i][keep]))
-    return out
+    return boxes, top_scores, channel, passed
