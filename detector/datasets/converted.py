@@ -38,7 +38,6 @@ Point-in-box test: a point is in a box if, in the box frame, |dx| <= l/2, |dy| <
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -47,21 +46,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .waymo.frame import POINT_COLUMNS
+from ..conventions import NUM_POINT_COLUMNS, POINT_COLUMNS, WAYMO_TYPES  # noqa: F401
+from ..conventions import frame_id as make_frame_id
 
 __all__ = ["FORMAT_VERSION", "FrameRecord", "GTDatabase", "load_index", "load_points",
            "load_gt_database", "make_frame_id", "completed_segments", "save_npz", "split_dir"]
 
 FORMAT_VERSION = 1
-# label.proto Type enum (same as detector.structures.WAYMO_TYPES, which would pull in torch)
-WAYMO_TYPES = {"UNKNOWN": 0, "VEHICLE": 1, "PEDESTRIAN": 2, "SIGN": 3, "CYCLIST": 4}
-NUM_POINT_COLUMNS = len(POINT_COLUMNS)
-
-
-def make_frame_id(context_name: str, timestamp_micros: int) -> int:
-    """Stable unique int64 frame id (>= 0): the first 63 bits of sha256(context:timestamp)."""
-    h = hashlib.sha256(f"{context_name}:{int(timestamp_micros)}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
 def split_dir(root, split: str) -> Path:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from ..structures import WAYMO_TYPES, Det3DSample
+from ..conventions import WAYMO_TYPES, model_points
+from ..structures import Det3DSample
 from . import collate as _collate  # noqa: F401  (registers collate_det3d with mmengine)
 from .transforms import Compose
 
@@ -132,12 +133,8 @@ class WaymoDetDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def model_points(points: np.ndarray) -> torch.Tensor:
-        """(N, 8) converted columns -> (N, 5) model features x, y, z, tanh(intensity), elongation."""
-        out = np.empty((len(points), 5), dtype=np.float32)
-        out[:, :3] = points[:, :3]
-        out[:, 3] = np.tanh(points[:, 3])
-        out[:, 4] = points[:, 4]
-        return torch.from_numpy(out)
+        """(N, 8) converted columns -> (N, 5) ``MODEL_POINT_FEATURES`` (``conventions``)."""
+        return torch.from_numpy(model_points(points))
 
     def format(self, results: dict) -> dict:
         rec = results["record"]

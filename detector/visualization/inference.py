@@ -13,16 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def model_points(points) -> np.ndarray:
-    """(N, 8) points as ``load_points`` returns them -> (N, 5) float32 model input features."""
-    pts = np.asarray(points, dtype=np.float32)
-    if pts.ndim != 2 or pts.shape[1] < 5:
-        raise ValueError(f"points: expected (N, >= 5) columns x, y, z, intensity, elongation, "
-                         f"got shape {pts.shape}")
-    out = pts[:, :5].copy()
-    out[:, 3] = np.tanh(out[:, 3])
-    return out
+from detector.conventions import model_points  # noqa: F401  (its home)
 
 
 def load_detector(config, checkpoint=None, device: str = "cpu"):
