@@ -1,6 +1,6 @@
 """Train a detector from an mmengine config (mmdetection3d-style command line).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--verify]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--data-root DIR]
 
 Distributed: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
@@ -25,6 +25,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", nargs="?", type=str, const="auto",
                    help="resume from CKPT, or from the work dir's last checkpoint when no path")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash the converted data against its manifest checksums first")
     return parse_cli_args(p, argv)
 
 
@@ -36,6 +38,13 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.cfg_options, args.data_root, phases=("train", "val"))
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    from detector.datasets.converted import ConvertedDataError
+    from detector.datasets.dataset import check_training_data
+    try:  # splits / GT database converted alike (and, with --verify, intact)
+        check_training_data(cfg, verify=args.verify, log=lambda m: print(m, file=sys.stderr))
+    except ConvertedDataError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     runner = build_runner(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
                           launcher=args.launcher, logger=lambda m: print(m, file=sys.stderr))
