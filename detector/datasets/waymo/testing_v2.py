@@ -72,11 +72,15 @@ def _image(blob: bytes):
     if not blob:
         return None, None
     arr = parse_matrix_float(zlib.decompress(blob))
-    return np.asarray(arr, np.float32).ravel(), list(arr.shape)
+    return np.ascontiguousarray(arr, np.float32).ravel(), list(arr.shape)
 
 
-def v2_tables(frames: Sequence) -> dict:
-    """{component: pyarrow.Table} of one segment's frames (v1 protos or serialized bytes)."""
+SCHEMAS_ORDER = ("lidar", "lidar_pose", "lidar_calibration", "lidar_box", "vehicle_pose")
+
+
+def v2_tables(frames: Sequence, calibrations: bool = True) -> dict:
+    """{component: pyarrow.Table} of one segment's frames (v1 protos or serialized bytes);
+    ``calibrations=False`` leaves the (per segment) calibration table empty."""
     import pyarrow as pa
     frames = [parse_frame(f) for f in frames]
     rows = {c: [] for c in ("lidar", "lidar_pose", "lidar_calibration", "lidar_box",
@@ -84,7 +88,7 @@ def v2_tables(frames: Sequence) -> dict:
     L, P, C, B, V = ("[LiDARComponent].", "[LiDARPoseComponent].",
                      "[LiDARCalibrationComponent].", "[LiDARBoxComponent].",
                      "[VehiclePoseComponent].")
-    if frames:
+    if frames and calibrations:
         f0 = frames[0]
         for c in f0.context.laser_calibrations:
             rows["lidar_calibration"].append({
@@ -139,29 +143,60 @@ def v2_tables(frames: Sequence) -> dict:
 def write_v2_segment(split_dir, frames: Sequence, row_group_size: int | None = None,
                      shuffle_seed: int | None = None, components: Sequence[str] | None = None
                      ) -> dict[str, Path]:
-    """Write one segment's v2 files; returns {component: path}. ``row_group_size`` (rows) for
-    the lidar files; ``shuffle_seed`` writes the lidar rows out of time order (a file the
-    reader must not assume sorted); ``components`` writes only those (bad-input tests)."""
+    """Write one segment's v2 files; returns {component: path}.
+
+    Default: streamed, one row group per frame in the lidar files (memory: one frame; frames may
+    be a generator). ``row_group_size`` (rows) writes the lidar files in row groups of that many
+    rows instead, and ``shuffle_seed`` writes their rows out of time order (a file the reader
+    must not assume sorted); both hold the whole segment in memory (small test segments).
+    ``components`` writes only those (bad-input tests)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    frames = [parse_frame(f) for f in frames]
-    if not frames:
-        raise ValueError("write_v2_segment: no frames")
-    ctx = frames[0].context.name
-    paths = {}
-    for c, tab in v2_tables(frames).items():
-        if components is not None and c not in components:
-            continue
-        if shuffle_seed is not None and c in ("lidar", "lidar_pose") and tab.num_rows > 1:
-            perm = np.random.default_rng(shuffle_seed).permutation(tab.num_rows)
-            tab = tab.take(perm)
-        p = Path(split_dir) / c / f"{ctx}.parquet"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        pq.write_table(tab, tmp, row_group_size=row_group_size if c in ("lidar", "lidar_pose")
-                       else None)
-        tmp.replace(p)
-        paths[c] = p
-    return paths
+    split_dir = Path(split_dir)
+    comps = [c for c in SCHEMAS_ORDER if components is None or c in components]
+    writers: dict = {}
+    tmps: dict = {}
+    held: dict = {c: [] for c in comps}
+    ctx = None
+    whole = row_group_size is not None or shuffle_seed is not None
+    try:
+        for k, f in enumerate(frames):
+            f = parse_frame(f)
+            if ctx is None:
+                ctx = f.context.name
+            tabs = v2_tables([f], calibrations=(k == 0))
+            for c in comps:
+                if c in ("lidar", "lidar_pose") and whole or c not in ("lidar", "lidar_pose"):
+                    held[c].append(tabs[c])
+                    continue
+                if c not in writers:
+                    p = split_dir / c / f"{ctx}.parquet"
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    tmps[c] = p.with_name(f".{p.name}.tmp")
+                    writers[c] = pq.ParquetWriter(tmps[c], SCHEMAS[c])
+                if tabs[c].num_rows:
+                    writers[c].write_table(tabs[c])
+        if ctx is None:
+            raise ValueError("write_v2_segment: no frames")
+        paths = {}
+        for c in comps:
+            p = split_dir / c / f"{ctx}.parquet"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if c in writers:
+                writers.pop(c).close()
+            else:
+                tab = pa.concat_tables(held[c]) if held[c] else SCHEMAS[c].empty_table()
+                if shuffle_seed is not None and c in ("lidar", "lidar_pose") and tab.num_rows > 1:
+                    tab = tab.take(np.random.default_rng(shuffle_seed).permutation(tab.num_rows))
+                tmps[c] = p.with_name(f".{p.name}.tmp")
+                pq.write_table(tab, tmps[c], row_group_size=row_group_size
+                               if c in ("lidar", "lidar_pose") else None)
+            tmps[c].replace(p)
+            paths[c] = p
+        return paths
+    finally:
+        for w in writers.values():
+            w.close()
 
 
 def make_test_segment(num_frames: int = 3, seed: int = 0, context_name: str = "test_context",
