@@ -1,11 +1,12 @@
 """Converted Waymo data: the on-disk format written by ``tools/convert_waymo.py`` and its readers.
 
-Training code reads converted data ONLY through this module (ARCHITECTURE.md, "Data flow").
+Training code reads converted data ONLY through this module (docs/data_formats.md).
 Nothing here unpickles: indices are ``.npz`` files of plain arrays loaded with
 ``allow_pickle=False`` and JSON manifests, so loading an index can never execute code.
 
 On-disk layout (``FORMAT_VERSION`` = 1)::
 
+    ROOT/manifest.json                    per split: conversion options and input format (v1/v2)
     ROOT/<split>/                         split = "train" | "val" | ...
       manifest/<segment>.json             one entry per COMPLETED segment (written last, atomically)
       segments/<segment>/                 a segment's output; lands by renaming a finished temp dir
@@ -16,12 +17,13 @@ On-disk layout (``FORMAT_VERSION`` = 1)::
         gt_index.npz                      per ground-truth-database entry arrays
       .tmp/                               segments being written (never read; removed on rerun)
 
-``<segment>`` is the input file's name without ``.tfrecord``. A segment is trusted only when its
-manifest entry exists (frame count, sha256 of every file, conversion options, source size/mtime).
+``<segment>`` is the input file's name without ``.tfrecord`` (v1) or the context name (v2, whose
+files are ``<component>/<context>.parquet``). A segment is trusted only when its manifest entry
+exists (frame count, sha256 of every file, conversion options, source size/mtime).
 
 ``frames.npz`` arrays (F frames, M labels in total, labels of frame f are
 ``box_offsets[f]:box_offsets[f+1]``): ``frame_index`` (F,) int64 (record index in the segment
-file), ``timestamp_micros`` (F,) int64, ``frame_id`` (F,) int64 (:func:`make_frame_id`),
+file; v2: position in time order), ``timestamp_micros`` (F,) int64, ``frame_id`` (F,) int64 (:func:`make_frame_id`),
 ``context_name`` (F,) str, ``num_points`` (F,) int64, ``pose`` (F, 4, 4) float64 vehicle->global,
 ``box_offsets`` (F+1,) int64, ``boxes`` (M, 7) float32 (cx, cy, cz, l, w, h, heading),
 ``types`` (M,) int8 (Waymo label types), ``difficulty`` (M,) int8, ``num_points_in_box`` (M,)

@@ -1,7 +1,11 @@
-"""Waymo segment TFRecords -> converted data (per-frame .npy points, .npz index, GT database).
+"""Waymo segments (v1 TFRecord or v2 Parquet) -> converted data (per-frame .npy points, .npz
+index, GT database).
 
-The output format is specified in ``detector/datasets/converted.py``; the CLI is
-``tools/convert_waymo.py`` (ARCHITECTURE.md "Data flow": parallel, resumable, atomic).
+Two frame sources (:class:`V1Source`: one TFRecord; :class:`V2Source`: one segment of a v2 split)
+feed one converted-segment writer (:func:`convert_segment`), so the same frames give the same
+bytes from either. The output format is specified in ``detector/datasets/converted.py`` and
+docs/data_formats.md; the CLI is ``tools/convert_waymo.py`` (parallel per segment, resumable,
+atomic). Worker processes die with the converter (``PR_SET_PDEATHSIG`` and a watchdog).
 
 Atomicity and resume: a segment is written into ``ROOT/<split>/.tmp/<segment>.<random>/``,
 checksummed, renamed to ``ROOT/<split>/segments/<segment>/`` and only then given its manifest

@@ -1,6 +1,6 @@
 """Decode one Waymo ``Frame`` (perception v1) into numpy points and labels.
 
-Implements docs WAYMO.md, sections "Frame" and "Range image -> points" (the algorithm of the
+Implements docs/data_formats.md, "Range image -> points" (the algorithm of the
 official ``frame_utils.convert_range_image_to_point_cloud``) with numpy and one Numba kernel, in
 float64:
 

@@ -198,8 +198,10 @@ class _RowSource:
     def _batches(self):
         pa, _ = _pa()
         try:
+            # columns decode on pyarrow's threads (the range images are list<float> columns,
+            # whose levels cost more than the values)
             yield from self.pf.iter_batches(batch_size=_BATCH_ROWS, columns=self.columns,
-                                            use_threads=False)
+                                            use_threads=True)
         except (pa.ArrowException, OSError) as e:
             raise V2FormatError(f"{self.path}: cannot read rows ({e})") from None
 
@@ -233,7 +235,12 @@ class _RowSource:
             have += b.num_rows
         tab = pa.Table.from_batches(self._buf) if self._buf else None
         local = idx - self._buf_start
-        out = tab.take(pa.array(local)) if tab is not None and idx.size else None
+        out = None
+        if tab is not None and idx.size:
+            if local[-1] - local[0] + 1 == local.size:      # contiguous: a zero-copy slice
+                out = tab.slice(int(local[0]), int(local.size))
+            else:
+                out = tab.take(pa.array(local))
         # drop what is before the next frame
         drop = end - self._buf_start
         while self._buf and self._buf[0].num_rows <= drop:
