@@ -178,7 +178,7 @@ class _RowSource:
     In time order the file is streamed in small batches (each batch read once); otherwise the
     row groups holding the frame's rows are read (the last one cached)."""
 
-    def __init__(self, pf, path: Path, component: str, columns: Sequence[str], context_name):
+    def __init__(self, pf, path: Path, columns: Sequence[str], context_name: str):
         self.pf, self.path, self.columns = pf, path, list(columns)
         keys = _read(pf, path, (KEY_SEGMENT, KEY_TIME, KEY_LASER))
         _check_segment(keys, path, context_name)
@@ -205,23 +205,16 @@ class _RowSource:
         except (pa.ArrowException, OSError) as e:
             raise V2FormatError(f"{self.path}: cannot read rows ({e})") from None
 
-    def rows(self, ts: int, lasers: set[int] | None = None):
-        pa, _ = _pa()
+    def rows(self, ts: int):
+        """The rows of frame ``ts`` (a pyarrow Table) or None when it has none."""
         idx = np.flatnonzero(self.ts == ts)
-        if lasers is not None:
-            idx = idx[np.isin(self.laser[idx], list(lasers))]
-        if self.sorted:
-            tab = self._rows_streamed(idx, ts)
-        else:
-            tab = self._rows_random(idx)
-        return tab
+        return self._rows_streamed(idx, ts) if self.sorted else self._rows_random(idx)
 
     def _rows_streamed(self, idx: np.ndarray, ts: int):
         pa, _ = _pa()
-        all_rows = np.flatnonzero(self.ts == ts)
-        if not all_rows.size:
+        if not idx.size:
             return None
-        end = int(all_rows[-1]) + 1
+        end = int(idx[-1]) + 1
         if self._stream is None:
             self._stream = self._batches()
         have = self._buf_start + sum(b.num_rows for b in self._buf)
@@ -233,6 +226,7 @@ class _RowSource:
                                     f"lists {self.ts.size} rows (frame {ts})") from None
             self._buf.append(b)
             have += b.num_rows
+            self._trim(int(idx[0]))     # rows of frames skipped by keep(): never held
         tab = pa.Table.from_batches(self._buf) if self._buf else None
         local = idx - self._buf_start
         out = None
@@ -241,16 +235,19 @@ class _RowSource:
                 out = tab.slice(int(local[0]), int(local.size))
             else:
                 out = tab.take(pa.array(local))
-        # drop what is before the next frame
-        drop = end - self._buf_start
-        while self._buf and self._buf[0].num_rows <= drop:
+        self._trim(end)   # (out holds its own references to the batches it slices)
+        return out
+
+    def _trim(self, upto: int) -> None:
+        """Forget buffered rows before file row ``upto``."""
+        drop = upto - self._buf_start
+        while self._buf and drop > 0 and self._buf[0].num_rows <= drop:
             drop -= self._buf[0].num_rows
             self._buf_start += self._buf[0].num_rows
             self._buf.pop(0)
-        if self._buf and drop:
+        if self._buf and drop > 0:
             self._buf[0] = self._buf[0].slice(drop)
             self._buf_start += drop
-        return out
 
     def _rows_random(self, idx: np.ndarray):
         pa, _ = _pa()
@@ -290,11 +287,11 @@ def _range_image(tab, row: int, prefix: str, ret: int, path: Path, ts: int, lid:
 
 def count_v2_frames(split_dir, context_name: str) -> int:
     """Number of frames of a v2 segment (rows of its vehicle_pose file; metadata only)."""
-    _, pq = _pa()
+    pa, pq = _pa()
     path = v2_segment_files(split_dir, context_name)["vehicle_pose"]
     try:
         return int(pq.ParquetFile(path).metadata.num_rows)
-    except Exception:
+    except (pa.ArrowException, OSError):   # reported when the segment is converted
         return 0
 
 
@@ -376,9 +373,9 @@ def iter_v2_frames(split_dir, context_name: str, returns: Sequence[int] = (1, 2)
 
     lidar = pose_src = None
     if with_points:
-        lidar = _RowSource(pfs["lidar"], files["lidar"], "lidar", COLUMNS["lidar"], context_name)
-        pose_src = _RowSource(pfs["lidar_pose"], files["lidar_pose"], "lidar_pose",
-                              COLUMNS["lidar_pose"], context_name)
+        lidar = _RowSource(pfs["lidar"], files["lidar"], COLUMNS["lidar"], context_name)
+        pose_src = _RowSource(pfs["lidar_pose"], files["lidar_pose"], COLUMNS["lidar_pose"],
+                              context_name)
         for src in (lidar, pose_src):
             for t in src.timestamps().tolist():
                 if t not in poses:
