@@ -426,6 +426,30 @@ def _save_npy(path: Path, arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+_GT_RAW = "gt_points.raw"
+
+
+def _raw_to_npy(raw: Path, path: Path, shape: tuple) -> str:
+    """Turn a file of float32 rows into the .npy of ``shape`` (the bytes ``_save_npy`` writes
+    for that array), streamed in chunks; remove the raw file; return the sha256."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(
+        np.dtype(np.float32)), "fortran_order": False, "shape": tuple(shape)})
+    h = hashlib.sha256(head.getvalue())
+    want = int(np.prod(shape)) * 4
+    if raw.stat().st_size != want:
+        raise RuntimeError(f"{raw}: {raw.stat().st_size} bytes, expected {want}")
+    with open(raw, "rb") as src, open(path, "wb") as f:
+        f.write(head.getvalue())
+        for chunk in iter(lambda: src.read(1 << 22), b""):
+            h.update(chunk)
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    raw.unlink()
+    return h.hexdigest()
+
+
 def _cat(parts: list, dtype, width: int | None = None) -> np.ndarray:
     if parts:
         return np.concatenate(parts).astype(dtype, copy=False)
@@ -454,6 +478,7 @@ def convert_segment(src, out_root, split: str, options: dict,
     tmp = tmp_root / f"{seg}.{uuid.uuid4().hex}"
     (tmp / "points").mkdir(parents=True)
     writer = ThreadPoolExecutor(1, thread_name_prefix="npy-writer")
+    gt_raw = None
     try:
         source = src.source_info()
         returns, lidars = options["returns"], options["lidars"]
@@ -464,7 +489,9 @@ def convert_segment(src, out_root, split: str, options: dict,
                                "num_top_points_in_box", "ids", "speed", "accel")}
         box_offsets = [0]
         gt = {k: [] for k in ("type", "box", "difficulty", "num_points", "frame_index", "id")}
-        gt_pts: list[np.ndarray] = []
+        # GT points go to disk as they come (a 200-frame segment holds ~1 GB of them)
+        gt_raw = open(tmp / _GT_RAW, "wb")
+        gt_rows = 0
         writes: dict = {}
         in_flight: deque = deque()
         for fi, d in src.frames(returns, lidars, interval):
@@ -490,7 +517,8 @@ def convert_segment(src, out_root, split: str, options: dict,
                     continue
                 p = d.points[idx[offs[b]:offs[b + 1]]].copy()
                 p[:, :3] -= d.boxes[b, :3]
-                gt_pts.append(p)
+                gt_raw.write(memoryview(np.ascontiguousarray(p)).cast("B"))
+                gt_rows += k
                 gt["type"].append(d.types[b])
                 gt["box"].append(d.boxes[b])
                 gt["difficulty"].append(d.difficulty[b])
@@ -538,9 +566,9 @@ def convert_segment(src, out_root, split: str, options: dict,
             "id": np.asarray(gt["id"], dtype=str) if k else np.zeros(0, "<U1"),
         })
         file_sums = {rel: fu.result() for rel, fu in writes.items()}
-        file_sums["gt_points.npy"] = _save_npy(
-            tmp / "gt_points.npy", np.concatenate(gt_pts) if gt_pts else
-            np.zeros((0, len(POINT_COLUMNS)), np.float32))
+        gt_raw.close()
+        file_sums["gt_points.npy"] = _raw_to_npy(tmp / _GT_RAW, tmp / "gt_points.npy",
+                                                 (gt_rows, len(POINT_COLUMNS)))
         res.gt_objects = k
         for name in ("frames.npz", "gt_index.npz"):
             file_sums[name] = _sha256_file(tmp / name)
@@ -579,6 +607,8 @@ def convert_segment(src, out_root, split: str, options: dict,
         raise
     finally:
         writer.shutdown(wait=True)
+        if gt_raw is not None:
+            gt_raw.close()
     res.seconds = time.perf_counter() - t0
     return res
 
