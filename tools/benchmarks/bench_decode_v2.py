@@ -8,9 +8,9 @@ converting one long segment from either (docs/benchmarks/v2.md).
    ``decode_frame`` against ``iter_v2_frames`` (file reading included on both sides, warm page
    cache). Medians of ``--repeat`` runs; the points are checked equal.
 2. Peak memory: a ``--segment-frames``-frame segment (the decode frames repeated with their own
-   timestamps; the per-frame work is unchanged) is converted with ``tools/convert_waymo.py`` in
-   a fresh process, once from v1 and once from v2; the child reports its peak RSS
-   (``ru_maxrss``). Also the converter's wall time and the two outputs' byte identity.
+   timestamps; the per-frame work is unchanged) is converted with ``convert()`` (what
+   ``tools/convert_waymo.py`` calls) in a fresh process, once from v1 and once from v2; the
+   child reports its peak RSS (``VmHWM``; Linux). Also the converter's wall time and the two outputs' byte identity.
 
     python tools/benchmarks/bench_decode_v2.py [--frames 3] [--repeat 3] [--segment-frames 200]
 """
@@ -39,13 +39,15 @@ from detector.datasets.waymo.parquet import iter_v2_frames  # noqa: E402
 from detector.datasets.waymo.testing_v2 import write_v2_segment  # noqa: E402
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from detector.datasets.waymo.conversion import convert
 t = time.perf_counter()
 s = convert([sys.argv[2]], sys.argv[3], "train", progress=False, log=None)
+# VmHWM, not ru_maxrss: the latter survives exec and would report the parent's size
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 print(json.dumps({"ok": s.ok, "frames": s.frames, "seconds": time.perf_counter() - t,
-                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mib": hwm / 1024}))
 """
 
 

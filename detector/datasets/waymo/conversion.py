@@ -42,8 +42,8 @@ from ...conventions import LIDAR_NAMES, POINT_COLUMNS
 from ..converted import (FORMAT_VERSION, completed_segments, make_frame_id, save_npz, split_dir,
                          write_root_manifest)
 from .frame import FrameDecodeError, _lidar_ids, decode_frame
-from .parquet import (V2FormatError, count_v2_frames, is_v2_split, iter_v2_frames,
-                      list_v2_segments, v2_segment_files)
+from .parquet import (count_v2_frames, is_v2_split, iter_v2_frames, list_v2_segments,
+                      v2_segment_files)
 from .tfrecord import read_tfrecord
 
 __all__ = ["convert", "ConversionSummary", "SegmentResult", "convert_segment", "list_inputs",
