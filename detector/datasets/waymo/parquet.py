@@ -224,6 +224,8 @@ class _RowSource:
             except StopIteration:
                 raise V2FormatError(f"{self.path}: file ends at row {have}, its key column "
                                     f"lists {self.ts.size} rows (frame {ts})") from None
+            except V2FormatError as e:
+                raise V2FormatError(f"{e} (reading frame {ts})") from None
             self._buf.append(b)
             have += b.num_rows
             self._trim(int(idx[0]))     # rows of frames skipped by keep(): never held
@@ -260,7 +262,8 @@ class _RowSource:
                 try:
                     self._cache = (int(g), self.pf.read_row_group(int(g), columns=self.columns))
                 except (pa.ArrowException, OSError) as e:
-                    raise V2FormatError(f"{self.path}: cannot read row group {g} ({e})") from None
+                    raise V2FormatError(f"{self.path}: cannot read row group {g} ({e}; frame "
+                                        f"{int(self.ts[idx[0]])})") from None
             lo, hi = self._rg_start[g], self._rg_start[g + 1]
             sel = idx[(idx >= lo) & (idx < hi)] - lo
             parts.append(self._cache[1].take(pa.array(sel)))
