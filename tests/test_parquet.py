@@ -71,6 +71,18 @@ def test_frames_come_in_time_order(tmp_path, seg_frames):
     assert_same_frames(got, seg_frames)
 
 
+def test_unlabelled_split_without_lidar_box_folder(tmp_path, seg_frames):
+    write_v2_segment(tmp_path, seg_frames, components=("lidar", "lidar_pose", "lidar_calibration",
+                                                       "vehicle_pose"))
+    got = list(iter_v2_frames(tmp_path, "ctx_a"))
+    assert [g.num_boxes for g in got] == [0] * 4 and got[0].boxes.shape == (0, 7)
+    for g, f in zip(got, seg_frames):
+        np.testing.assert_array_equal(g.points, decode_frame(f).points)
+    (tmp_path / "lidar_box").mkdir()     # the folder exists, this segment's file does not
+    with pytest.raises(V2FormatError, match=r"lidar_box/ctx_a\.parquet: missing component file"):
+        list(iter_v2_frames(tmp_path, "ctx_a"))
+
+
 def _rewrite(path: Path, fn):
     import pyarrow.parquet as pq
     t = fn(pq.read_table(path))

@@ -17,7 +17,8 @@ path uses (:func:`frame.assemble_points`), so both sources give the same points:
   missing field) and ``difficulty_level.detection``;
 - ``vehicle_pose``: ``world_from_vehicle.transform`` (16 float64), one row per frame.
 
-Frames are the ``vehicle_pose`` timestamps, yielded in time order. Memory stays bounded: the
+Frames are the ``vehicle_pose`` timestamps, yielded in time order. A split folder without a
+``lidar_box`` folder (the release's unlabelled test split) gives frames without labels. Memory stays bounded: the
 small components are read whole (a few thousand numbers), the lidar files only their key columns
 up front and then their range images frame by frame, streamed in batches when the file is in
 time order (as the release writes it) or row group by row group otherwise.
@@ -313,7 +314,10 @@ def iter_v2_frames(split_dir, context_name: str, returns: Sequence[int] = (1, 2)
         raise ValueError(f"returns must be a subset of (1, 2), got {returns}")
     lidar_ids = _lidar_ids(lidars)
     files = v2_segment_files(split_dir, context_name)
-    pfs = {c: _open(files[c], c) for c in COMPONENTS}
+    # a split without any lidar_box folder is unlabelled (the release's test split); a split
+    # that has the folder but not this segment's file is an error like any missing component
+    labelled = (Path(split_dir) / "lidar_box").is_dir()
+    pfs = {c: _open(files[c], c) for c in COMPONENTS if labelled or c != "lidar_box"}
 
     # vehicle poses: the frames
     vp_path = files["vehicle_pose"]
@@ -350,7 +354,12 @@ def iter_v2_frames(split_dir, context_name: str, returns: Sequence[int] = (1, 2)
 
     # labels, grouped by frame (file order within a frame)
     box_path = files["lidar_box"]
-    box = _read(pfs["lidar_box"], box_path, COLUMNS["lidar_box"])
+    if labelled:
+        box = _read(pfs["lidar_box"], box_path, COLUMNS["lidar_box"])
+    else:
+        pa, _ = _pa()
+        box = pa.table({c: pa.array([], pa.string() if c in (KEY_SEGMENT, KEY_OBJECT)
+                                    else pa.float64()) for c in COLUMNS["lidar_box"]})
     _check_segment(box, box_path, context_name)
     b_ts = _np(box, KEY_TIME, box_path, np.int64)
     for t in np.unique(b_ts).tolist():
