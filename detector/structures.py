@@ -18,12 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Waymo label.proto Type enum.
-WAYMO_TYPES = {"UNKNOWN": 0, "VEHICLE": 1, "PEDESTRIAN": 2, "SIGN": 3, "CYCLIST": 4}
-WAYMO_TYPE_NAMES = {v: k for k, v in WAYMO_TYPES.items()}
-
-# Point features the model consumes, in this order (the dataset applies tanh to intensity).
-MODEL_POINT_FEATURES = ("x", "y", "z", "tanh_intensity", "elongation")
+from .conventions import MODEL_POINT_FEATURES, WAYMO_TYPE_NAMES, WAYMO_TYPES  # noqa: F401
 
 
 @dataclass

@@ -326,3 +326,206 @@ def test_index_never_unpickles(reference_root, tmp_path):
     np.savez(f, **z)
     with pytest.raises(ValueError, match="frames.npz"):
         load_index(root, "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# v2 (Parquet) input, bad input, options, corrupt converted data, orphaned workers
+def _v1_v2_segments(tmp: Path, n_seg=2, n_frames=3):
+    from detector.datasets.waymo.testing_v2 import make_test_segment, write_v2_segment
+    v1, v2 = tmp / "v1", tmp / "v2"
+    v1.mkdir(parents=True)
+    for s in range(n_seg):
+        frames = make_test_segment(n_frames, seed=10 * s, scale=0.06, context_name=f"ctx{s}",
+                                   num_labels=8)
+        for f in frames:   # labels around real points so the GT database is not empty
+            d = decode_frame(f, returns=(1,))
+            for k in range(3):
+                p = d.points[(k * 89) % len(d.points)]
+                b = f.laser_labels[k].box
+                b.center_x, b.center_y, b.center_z = float(p[0]), float(p[1]), float(p[2])
+        write_tfrecord(v1 / f"ctx{s}.tfrecord", [f.SerializeToString() for f in frames])
+        write_v2_segment(v2, frames, row_group_size=4)
+    return v1, v2
+
+
+def _segment_tree(root: Path, split: str) -> dict:
+    """Converted bytes of a split, with the manifest entries minus their ``source``."""
+    import json
+    tree = {k: v for k, v in _tree(root / split / "segments").items()}
+    for p in sorted((root / split / "manifest").glob("*.json")):
+        e = json.loads(p.read_text())
+        e.pop("source")
+        tree[f"manifest/{p.name}"] = e
+    return tree
+
+
+def test_v1_and_v2_inputs_convert_to_identical_bytes(tmp_path):
+    v1, v2 = _v1_v2_segments(tmp_path / "in")
+    a, b = tmp_path / "a", tmp_path / "b"
+    sa = convert([v1], a, "train", progress=False, log=None)
+    assert convert_waymo.main([str(v2), "--out", str(b), "--split", "train", "--no-progress",
+                               "--workers", "2"]) == 0          # v2 detected from the layout
+    assert sa.ok and sa.frames == 6
+    assert _segment_tree(a, "train") == _segment_tree(b, "train")
+    assert len(load_gt_database(b, "train")) > 0
+    for src in (converted.read_root_manifest(a), converted.read_root_manifest(b)):
+        assert src["splits"]["train"]["options"] == {
+            "returns": [1, 2], "lidars": ["TOP", "FRONT", "SIDE_LEFT", "SIDE_RIGHT", "REAR"],
+            "sampled_interval": 1}
+    assert converted.read_root_manifest(b)["splits"]["train"]["input_format"] == "v2"
+    # options, shard, resume on v2; one component file as input; --format mismatch
+    c = tmp_path / "c"
+    s = convert([v2], c, "val", sampled_interval=2, returns=[1], lidars=["TOP"], shard=(1, 2),
+                progress=False, log=None)
+    s1 = convert([v1], tmp_path / "c1", "val", sampled_interval=2, returns=[1], lidars=["TOP"],
+                 shard=(1, 2), progress=False, log=None)
+    assert [x.segment for x in s.segments] == ["ctx1"] and s.frames == 2
+    assert _segment_tree(c, "val") == _segment_tree(tmp_path / "c1", "val") and s1.ok
+    again = convert([v2 / "lidar" / "ctx1.parquet"], c, "val", sampled_interval=2, returns=[1],
+                    lidars=["TOP"], progress=False, log=None)
+    assert [x.status for x in again.segments] == ["resumed"]
+    with pytest.raises(ValueError, match="looks like Waymo v2.*--format v1"):
+        convert([v2], c, "val", format="v1", progress=False, log=None)
+    with pytest.raises(ValueError, match="mix Waymo v1"):
+        convert([v1, v2], c, "val", progress=False, log=None)
+
+
+def test_bad_v2_segment_is_reported_and_the_others_converted(tmp_path, capsys):
+    _, v2 = _v1_v2_segments(tmp_path / "in", n_seg=3, n_frames=2)
+    (v2 / "lidar_calibration" / "ctx1.parquet").write_bytes(b"PAR1 not really")
+    (v2 / "vehicle_pose" / "ctx2.parquet").unlink()
+    out = tmp_path / "out"
+    rc = convert_waymo.main([str(v2), "--out", str(out), "--split", "train", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert f"lidar_calibration/ctx1.parquet: not a readable Parquet file" in text
+    assert f"vehicle_pose/ctx2.parquet: missing component file" in text
+    assert "2 segment(s) failed" in text
+    assert {r.segment for r in load_index(out, "train")} == {"ctx0"}
+
+
+def test_empty_inputs_are_errors(tmp_path, capsys):
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    out = tmp_path / "out"
+    assert convert_waymo.main([str(empty_dir), "--out", str(out), "--split", "train",
+                               "--no-progress"]) == 2
+    assert f"input folder {empty_dir} is empty" in capsys.readouterr().err
+    (tmp_path / "zero.tfrecord").write_bytes(b"")
+    write_tfrecord(tmp_path / "one.tfrecord", [make_test_frame(0, scale=0.05).SerializeToString()])
+    rc = convert_waymo.main([str(tmp_path / "zero.tfrecord"), str(tmp_path / "one.tfrecord"),
+                             "--out", str(out), "--split", "train", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 1 and "zero.tfrecord: no frames (empty segment)" in text
+    assert [r.segment for r in load_index(out, "train")] == ["one"]
+
+
+def test_progress_bar_has_a_total(segs, tmp_path, capsys):
+    convert(list(segs), tmp_path, "train", sampled_interval=3, progress=True, log=None)
+    err = capsys.readouterr().err
+    assert "6/6" in err and "frame/s" in err and "3 segment(s)" in err
+
+
+def test_training_start_checks_conversion_options(segs, tmp_path, capsys):
+    from mmengine.config import Config
+
+    from detector.datasets.dataset import check_training_data
+    root = tmp_path / "root"
+    convert(list(segs)[:2], root, "train", progress=False, log=None)
+    convert(list(segs)[2:], root, "val", returns=[1], progress=False, log=None)
+
+    def cfg(db_split="train"):
+        return Config(dict(
+            train_dataloader=dict(dataset=dict(type="WaymoDetDataset", data_root=str(root),
+                                               split="train", pipeline=[dict(
+                                                   type="ObjectSample", db=dict(
+                                                       data_root=str(root), split=db_split))])),
+            val_dataloader=dict(dataset=dict(type="WaymoDetDataset", data_root=str(root),
+                                             split="train")),
+        ))
+    assert check_training_data(cfg())["returns"] == [1, 2]
+    with pytest.raises(converted.ConvertedDataError,
+                       match=r"GT database \(.*/val\) was converted with .*'returns': \[1\].* but "
+                             r"train split \(.*/train\) with .*'returns': \[1, 2\]"):
+        check_training_data(cfg("val"))
+    # the same through tools/train.py, before any model is built
+    import train
+    conf = tmp_path / "c.py"
+    conf.write_text(f"""_base_ = ['{REPO}/configs/demo/centerpoint_graddrop_tiny.py']
+train_dataloader = dict(dataset=dict(data_root='{root}', split='train'))
+val_dataloader = dict(dataset=dict(data_root='{root}', split='val'))
+""")
+    assert train.main([str(conf), "--work-dir", str(tmp_path / "w")]) == 2
+    assert "was converted with" in capsys.readouterr().err
+
+
+def test_corrupt_converted_arrays_are_named(reference_root, tmp_path):
+    import shutil
+
+    from detector.datasets.dataset import WaymoDetDataset
+    root = tmp_path / "r"
+    shutil.copytree(reference_root, root)
+    # truncated per-frame file: named with its frame when the dataset opens and when loaded
+    victim = root / "train/segments/seg1/points/000002.npy"
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[:-64])
+    with pytest.raises(converted.ConvertedDataError,
+                       match=r"seg1/points/000002\.npy \(segment seg1, frame 2, .*truncated"):
+        WaymoDetDataset(str(root), "train")
+    rec = next(r for r in load_index(root, "train") if (r.segment, r.frame_index) == ("seg1", 2))
+    with pytest.raises(converted.ConvertedDataError, match=r"000002\.npy \(segment seg1, frame 2"):
+        load_points(rec)
+    # an overwritten header ("pickled data" from numpy)
+    victim.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, "
+                       b"'shape': (3,), }" + b" " * 60 + b"\n" + raw[128:])
+    with pytest.raises(converted.ConvertedDataError, match=r"000002\.npy .*segment seg1"):
+        load_points(rec)
+    with pytest.raises(converted.ConvertedDataError, match=r"000002\.npy \(segment seg1, frame 2"):
+        converted.check_split_files(root, "train")
+    victim.write_bytes(raw)
+    assert len(WaymoDetDataset(str(root), "train")) == 12
+    # a truncated GT database: named when it opens, not when sampling first reaches it
+    gt = root / "train/segments/seg0/gt_points.npy"
+    gt.write_bytes(gt.read_bytes()[:-32])
+    with pytest.raises(converted.ConvertedDataError, match=r"seg0/gt_points\.npy \(GT database "
+                                                           r"of segment seg0\)"):
+        load_gt_database(root, "train")
+    # --verify: the checksums find a flipped byte the size checks cannot
+    shutil.copy(reference_root / "train/segments/seg0/gt_points.npy", gt)
+    b = bytearray(victim.read_bytes())
+    b[-1] ^= 1
+    victim.write_bytes(bytes(b))
+    converted.check_split_files(root, "train")
+    with pytest.raises(converted.ConvertedDataError, match=r"seg1/points/000002\.npy: sha256"):
+        converted.verify_split(root, "train")
+
+
+def test_workers_die_with_a_killed_parent(tmp_path, big_segments):
+    """SIGKILL the converter (two workers): its workers must exit too, not block forever."""
+    big, _ = big_segments
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools/convert_waymo.py"), *map(str, big),
+                             "--out", str(out), "--split", "train", "--no-progress",
+                             "--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    kids: list[int] = []
+    while time.time() - t0 < 120 and proc.poll() is None:
+        try:
+            kids = [int(x) for x in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                    .read_text().split()]
+        except OSError:
+            kids = []
+        if len(kids) >= 2 and list((out / "train/.tmp").glob("*/points/*.npy")):
+            break
+        time.sleep(0.01)
+    assert len(kids) >= 2, "the workers never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    alive = kids
+    while alive and time.time() < deadline:
+        alive = [k for k in alive if Path(f"/proc/{k}").exists() and
+                 Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their SIGKILLed parent"

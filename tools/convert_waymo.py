@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Convert Waymo segment TFRecords (real or synthetic) into the project's converted format.
+"""Convert Waymo segments (v1 TFRecords or v2 Parquet; real or synthetic) to the converted format.
 
     python tools/convert_waymo.py INPUT [INPUT ...] --out ROOT --split train|val [--workers N]
-        [--shard i/n] [--sampled-interval k] [--returns 1 2]
+        [--format v1|v2] [--shard i/n] [--sampled-interval k] [--returns 1 2]
         [--lidars TOP FRONT SIDE_LEFT SIDE_RIGHT REAR] [--verify] [--no-progress]
 
-INPUT: .tfrecord files or folders of them. Output layout: ``detector/datasets/converted.py``.
+INPUT: .tfrecord files or folders of them (v1), or v2 split folders (``<dir>/lidar/*.parquet``,
+``<dir>/vehicle_pose/...``, as the release lays them out); ``--format`` is detected from the
+layout when not given. Both give the same converted bytes. Output layout:
+``detector/datasets/converted.py``.
 Resumable (completed segments are skipped) and atomic per segment; exit status 0 if everything
 converted cleanly, 1 if any record was skipped as corrupt or a segment failed, 2 on bad usage.
 Library use: ``from tools.convert_waymo import convert`` (same as
@@ -34,7 +37,10 @@ def _shard(s: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("inputs", nargs="+", help=".tfrecord files or folders of them")
+    ap.add_argument("inputs", nargs="+",
+                    help=".tfrecord files or folders of them, or Waymo v2 split folders")
+    ap.add_argument("--format", choices=["v1", "v2"], default=None,
+                    help="input format (default: detected from the folder layout)")
     ap.add_argument("--out", required=True, help="output root")
     ap.add_argument("--split", required=True, help="split name, e.g. train or val")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -55,7 +61,8 @@ def main(argv=None) -> int:
         summary = convert(args.inputs, args.out, args.split, workers=args.workers,
                           shard=args.shard, sampled_interval=args.sampled_interval,
                           returns=args.returns, lidars=args.lidars,
-                          progress=not args.no_progress, verify=args.verify)
+                          progress=not args.no_progress, verify=args.verify,
+                          format=args.format)
     except (FileNotFoundError, ValueError) as e:
         print(f"convert_waymo: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Train a detector from an mmengine config (mmdetection3d-style command line).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr] [--verify]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm] [--data-root DIR]
 
 Distributed: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--auto-scale-lr", action="store_true",
                    help="scale the learning rate by the total batch (processes x batch_size) "
                         "over the config's auto_scale_lr.base_batch_size")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash the converted data against its manifest checksums first")
     return parse_cli_args(p, argv)
 
 
@@ -63,6 +65,13 @@ def main(argv=None) -> int:
                 raise ConfigError(f"config key 'load_from': {e}") from None
     except ConfigError as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    from detector.datasets.converted import ConvertedDataError
+    from detector.datasets.dataset import check_training_data
+    try:  # splits / GT database converted alike (and, with --verify, intact)
+        check_training_data(cfg, verify=args.verify, log=lambda m: print(m, file=sys.stderr))
+    except ConvertedDataError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     from detector.engine.resume import CheckpointError
 

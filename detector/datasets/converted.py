@@ -1,11 +1,12 @@
 """Converted Waymo data: the on-disk format written by ``tools/convert_waymo.py`` and its readers.
 
-Training code reads converted data ONLY through this module (ARCHITECTURE.md, "Data flow").
+Training code reads converted data ONLY through this module (docs/data_formats.md).
 Nothing here unpickles: indices are ``.npz`` files of plain arrays loaded with
 ``allow_pickle=False`` and JSON manifests, so loading an index can never execute code.
 
 On-disk layout (``FORMAT_VERSION`` = 1)::
 
+    ROOT/manifest.json                    per split: conversion options and input format (v1/v2)
     ROOT/<split>/                         split = "train" | "val" | ...
       manifest/<segment>.json             one entry per COMPLETED segment (written last, atomically)
       segments/<segment>/                 a segment's output; lands by renaming a finished temp dir
@@ -16,12 +17,13 @@ On-disk layout (``FORMAT_VERSION`` = 1)::
         gt_index.npz                      per ground-truth-database entry arrays
       .tmp/                               segments being written (never read; removed on rerun)
 
-``<segment>`` is the input file's name without ``.tfrecord``. A segment is trusted only when its
-manifest entry exists (frame count, sha256 of every file, conversion options, source size/mtime).
+``<segment>`` is the input file's name without ``.tfrecord`` (v1) or the context name (v2, whose
+files are ``<component>/<context>.parquet``). A segment is trusted only when its manifest entry
+exists (frame count, sha256 of every file, conversion options, source size/mtime).
 
 ``frames.npz`` arrays (F frames, M labels in total, labels of frame f are
 ``box_offsets[f]:box_offsets[f+1]``): ``frame_index`` (F,) int64 (record index in the segment
-file), ``timestamp_micros`` (F,) int64, ``frame_id`` (F,) int64 (:func:`make_frame_id`),
+file; v2: position in time order), ``timestamp_micros`` (F,) int64, ``frame_id`` (F,) int64 (:func:`make_frame_id`),
 ``context_name`` (F,) str, ``num_points`` (F,) int64, ``pose`` (F, 4, 4) float64 vehicle->global,
 ``box_offsets`` (F+1,) int64, ``boxes`` (M, 7) float32 (cx, cy, cz, l, w, h, heading),
 ``types`` (M,) int8 (Waymo label types), ``difficulty`` (M,) int8, ``num_points_in_box`` (M,)
@@ -41,31 +43,105 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .waymo.frame import POINT_COLUMNS
+from ..conventions import NUM_POINT_COLUMNS, POINT_COLUMNS, WAYMO_TYPES  # noqa: F401
+from ..conventions import frame_id as make_frame_id
 
 __all__ = ["FORMAT_VERSION", "FrameRecord", "GTDatabase", "load_index", "load_points",
-           "load_gt_database", "make_frame_id", "completed_segments", "save_npz", "split_dir"]
+           "load_gt_database", "make_frame_id", "completed_segments", "save_npz", "split_dir",
+           "ConvertedDataError", "write_root_manifest", "read_root_manifest",
+           "conversion_options", "check_conversion_options", "check_split_files",
+           "verify_split"]
 
 FORMAT_VERSION = 1
-# label.proto Type enum (same as detector.structures.WAYMO_TYPES, which would pull in torch)
-WAYMO_TYPES = {"UNKNOWN": 0, "VEHICLE": 1, "PEDESTRIAN": 2, "SIGN": 3, "CYCLIST": 4}
-NUM_POINT_COLUMNS = len(POINT_COLUMNS)
-
-
-def make_frame_id(context_name: str, timestamp_micros: int) -> int:
-    """Stable unique int64 frame id (>= 0): the first 63 bits of sha256(context:timestamp)."""
-    h = hashlib.sha256(f"{context_name}:{int(timestamp_micros)}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
 def split_dir(root, split: str) -> Path:
     return Path(root) / split
+
+
+class ConvertedDataError(ValueError):
+    """Converted data that is corrupt or inconsistent; the message names the file (and frame)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The root manifest (ROOT/manifest.json): per split, the conversion options and input format.
+ROOT_MANIFEST = "manifest.json"
+
+
+def read_root_manifest(root) -> dict:
+    p = Path(root) / ROOT_MANIFEST
+    if not p.is_file():
+        return {"format_version": FORMAT_VERSION, "splits": {}}
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConvertedDataError(f"{p}: unreadable root manifest ({e})") from None
+    if not isinstance(m, dict) or not isinstance(m.get("splits"), dict):
+        raise ConvertedDataError(f"{p}: not a converted-data root manifest (no 'splits')")
+    return m
+
+
+def write_root_manifest(root, split: str, options: dict, input_format: str) -> None:
+    """Record ``split``'s conversion options (returns, lidars, sampled_interval) and input
+    format in ROOT/manifest.json (read-modify-write under a lock; atomic replace)."""
+    import fcntl
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".manifest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        m = read_root_manifest(root)
+        m["format_version"] = FORMAT_VERSION
+        m["splits"][split] = {"options": options, "input_format": input_format}
+        tmp = root / f".{ROOT_MANIFEST}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(m, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / ROOT_MANIFEST)
+
+
+def conversion_options(root, split: str) -> dict:
+    """The options a split was converted with, from its segments' manifest entries; raises
+    :class:`ConvertedDataError` when its segments disagree (naming two of them)."""
+    segs = completed_segments(root, split)
+    if not segs:
+        raise ConvertedDataError(f"{split_dir(root, split)}: no converted segments")
+    first_seg, first = None, None
+    for seg, e in segs.items():
+        opts = e.get("options")
+        if first_seg is None:
+            first_seg, first = seg, opts
+        elif opts != first:
+            raise ConvertedDataError(
+                f"{split_dir(root, split)}: segments were converted with different options: "
+                f"{first_seg} {first} and {seg} {opts}; reconvert with one set of options")
+    return first
+
+
+def check_conversion_options(sources: list[tuple[str, str, str]]) -> dict:
+    """``sources``: (what, root, split), e.g. ("train split", root, "train"). All must have been
+    converted with the same options; otherwise :class:`ConvertedDataError` naming both. Returns
+    the common options."""
+    seen = None
+    for what, root, split in sources:
+        opts = conversion_options(root, split)
+        if seen is None:
+            seen = (what, root, split, opts)
+        elif opts != seen[3]:
+            raise ConvertedDataError(
+                f"{what} ({split_dir(root, split)}) was converted with {opts}, but {seen[0]} "
+                f"({split_dir(seen[1], seen[2])}) with {seen[3]}: convert both with the same "
+                "--returns / --lidars / --sampled-interval")
+    return {} if seen is None else seen[3]
 
 
 def save_npz(path, arrays: dict) -> None:
@@ -163,6 +239,81 @@ def load_index(root, split: str) -> list[FrameRecord]:
     return records
 
 
+def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data offset) of a .npy file, reading only its header."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if fortran:
+            raise ValueError("Fortran-ordered array")
+        return shape, dtype, f.tell()
+
+
+def check_npy(path: Path, shape: tuple, what: str = "") -> None:
+    """A .npy file holds a C-ordered float32 array of ``shape`` and has exactly its size (header
+    only; cheap). Raises :class:`ConvertedDataError` naming the file."""
+    where = f"{path}{' (' + what + ')' if what else ''}"
+    try:
+        got, dtype, offset = _npy_header(path)
+    except FileNotFoundError:
+        raise ConvertedDataError(f"{where}: missing file") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ConvertedDataError(f"{where}: not a valid .npy header ({e})") from None
+    if tuple(got) != tuple(shape) or dtype != np.float32:
+        raise ConvertedDataError(f"{where}: holds {tuple(got)} {dtype}, the index expects "
+                                 f"{tuple(shape)} float32")
+    size = os.path.getsize(path)
+    want = offset + int(np.prod(shape)) * 4
+    if size != want:
+        raise ConvertedDataError(f"{where}: {size} bytes, expected {want} (truncated or "
+                                 "overwritten)")
+
+
+def _frame_what(record) -> str:
+    return (f"segment {record.segment}, frame {record.frame_index}, "
+            f"timestamp {record.timestamp_micros}")
+
+
+def check_split_files(root, split: str, records=None) -> int:
+    """Header and size checks of every point file of a split (and of each segment's
+    ``gt_points.npy``); raises :class:`ConvertedDataError` naming the file and frame. Returns
+    the number of files checked."""
+    records = load_index(root, split) if records is None else records
+    n = 0
+    for rec in records:
+        check_npy(split_dir(root, split) / rec.points_relpath, (rec.num_points, NUM_POINT_COLUMNS),
+                  _frame_what(rec))
+        n += 1
+    return n
+
+
+def verify_split(root, split: str) -> int:
+    """Recompute the sha256 of every file of the split's completed segments against their
+    manifest entries; raises :class:`ConvertedDataError` naming the first file that differs.
+    Returns the number of files verified."""
+    sdir = split_dir(root, split)
+    n = 0
+    for seg, entry in completed_segments(root, split).items():
+        d = sdir / "segments" / seg
+        for rel, want in sorted(entry["files"].items()):
+            p = d / rel
+            if not p.is_file():
+                raise ConvertedDataError(f"{p}: missing (listed in {sdir}/manifest/{seg}.json)")
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            if h.hexdigest() != want:
+                raise ConvertedDataError(f"{p}: sha256 differs from the manifest entry "
+                                         f"{sdir}/manifest/{seg}.json (corrupt; reconvert "
+                                         f"segment {seg})")
+            n += 1
+    return n
+
+
 def load_points(root_or_record, record: FrameRecord | None = None, mmap: bool = True,
                 split: str | None = None) -> np.ndarray:
     """(N, 8) float32 points of a frame, columns POINT_COLUMNS.
@@ -177,7 +328,16 @@ def load_points(root_or_record, record: FrameRecord | None = None, mmap: bool = 
         path = split_dir(root_or_record, split) / record.points_relpath
     else:
         path = record.points_path
-    arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConvertedDataError(f"{path} ({_frame_what(record)}): missing point file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise ConvertedDataError(f"{path} ({_frame_what(record)}): corrupt point file "
+                                 f"({e})") from None
+    if arr.shape[0] != record.num_points and arr.ndim == 2:
+        raise ConvertedDataError(f"{path} ({_frame_what(record)}): {arr.shape[0]} points, the "
+                                 f"index says {record.num_points}")
     if arr.ndim != 2 or arr.shape[1] != NUM_POINT_COLUMNS or arr.dtype != np.float32:
         raise ValueError(f"{path}: expected (N, {NUM_POINT_COLUMNS}) float32 points, got "
                          f"{arr.shape} {arr.dtype}")
@@ -218,6 +378,12 @@ class GTDatabase:
         self.ids = [str(x) for x in cat["id"]]
         self._seg = np.concatenate(seg_idx) if seg_idx else np.zeros(0, np.int32)
         self._mmaps: dict[int, np.ndarray] = {}
+        # header / size of each segment's point file now, not when sampling first reaches it
+        for s, seg in enumerate(self.segment_names):
+            sel = self._seg == s
+            total = int(self.num_points[sel].sum()) if sel.any() else 0
+            check_npy(sdir / "segments" / seg / "gt_points.npy", (total, NUM_POINT_COLUMNS),
+                      f"GT database of segment {seg}")
 
     def __len__(self) -> int:
         return int(self.types.shape[0])

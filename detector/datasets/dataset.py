@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from ..structures import WAYMO_TYPES, Det3DSample, EvalGroundTruth
+from ..conventions import WAYMO_TYPES, model_points
+from ..structures import Det3DSample, EvalGroundTruth
 from . import collate as _collate  # noqa: F401  (registers collate_det3d with mmengine)
 from .transforms import Compose
 
-__all__ = ["WaymoDetDataset"]
+__all__ = ["WaymoDetDataset", "converted_sources", "check_training_data"]
 
 
 @DATASETS.register_module()
@@ -50,14 +51,16 @@ class WaymoDetDataset(torch.utils.data.Dataset):
         eval_range: (xmin, ymin, zmin, xmax, ymax, zmax) or None: evaluation ground truth is
             limited to boxes whose BEV centre lies inside (for models that see a smaller area
             than the labels cover, e.g. the demo); None keeps every label.
+        check_files: check the header and size of every point file when the dataset opens
+            (reads ~100 bytes per frame), so a corrupt file is named before training starts.
     """
 
     def __init__(self, data_root: str, split: str = "train", class_names: Sequence[str] = ("VEHICLE",),
                  pipeline: Sequence = (), test_mode: bool = False, load_interval: int = 1,
                  max_frames: int | None = None, lidar_ids: Sequence[int] | None = None,
                  drop_nlz: bool = False, min_box_points: int = 1, seed: int = 0,
-                 eval_range: Sequence[float] | None = None):
-        from .converted import load_index
+                 eval_range: Sequence[float] | None = None, check_files: bool = True):
+        from .converted import check_split_files, load_index
 
         self.data_root = Path(data_root)
         if not self.data_root.is_dir():
@@ -77,6 +80,8 @@ class WaymoDetDataset(torch.utils.data.Dataset):
         if not self.records:
             raise ValueError(f"dataset {str(data_root)!r} split {split!r} has no frames "
                              f"(load_interval={load_interval}, max_frames={max_frames})")
+        if check_files:
+            check_split_files(self.data_root, split, self.records)
         self.pipeline = Compose(pipeline)
         self.test_mode = test_mode
         self.lidar_ids = None if lidar_ids is None else np.asarray(lidar_ids, dtype=np.float32)
@@ -135,12 +140,8 @@ class WaymoDetDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def model_points(points: np.ndarray) -> torch.Tensor:
-        """(N, 8) converted columns -> (N, 5) model features x, y, z, tanh(intensity), elongation."""
-        out = np.empty((len(points), 5), dtype=np.float32)
-        out[:, :3] = points[:, :3]
-        out[:, 3] = np.tanh(points[:, 3])
-        out[:, 4] = points[:, 4]
-        return torch.from_numpy(out)
+        """(N, 8) converted columns -> (N, 5) ``MODEL_POINT_FEATURES`` (``conventions``)."""
+        return torch.from_numpy(model_points(points))
 
     def format(self, results: dict) -> dict:
         rec = results["record"]
@@ -157,3 +158,50 @@ class WaymoDetDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"WaymoDetDataset({os.fspath(self.data_root)!r}, split={self.split!r}, "
                 f"frames={len(self)}, classes={self.class_names}, pipeline={self.pipeline})")
+
+
+def converted_sources(cfg) -> list[tuple[str, str, str]]:
+    """(what, data_root, split) of the converted data a config reads: the train / val / test
+    datasets and any GT database (``ObjectSample``'s ``db=dict(data_root, split)``)."""
+    out: list[tuple[str, str, str]] = []
+
+    def walk(node, what):
+        if isinstance(node, dict):
+            if isinstance(node.get("data_root"), (str, os.PathLike)):
+                label = "GT database" if what.endswith(".db") else f"{what.split('.')[0]} split"
+                item = (label, str(node["data_root"]), str(node.get("split", "train")))
+                if item not in out:
+                    out.append(item)
+            for k, v in node.items():
+                walk(v, f"{what}.{k}")
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v, what)
+
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        node = cfg.get(key) if hasattr(cfg, "get") else None
+        if node:
+            walk(node.to_dict() if hasattr(node, "to_dict") else node,
+                 key.replace("_dataloader", ""))
+    return out
+
+
+def check_training_data(cfg, verify: bool = False, log=print) -> dict:
+    """Start-up checks of the converted data a config trains and validates on: every split (and
+    the GT database) must have been converted with the same options (``ConvertedDataError``
+    naming both otherwise); ``verify=True`` also re-hashes every file against the manifest
+    checksums (``ConvertedDataError`` naming the first bad file). Returns the common options."""
+    from .converted import check_conversion_options, verify_split
+
+    sources = [s for s in converted_sources(cfg) if Path(s[1]).is_dir()]
+    opts = check_conversion_options(sources)
+    if verify:
+        done = set()
+        for what, root, split in sources:
+            if (root, split) in done:
+                continue
+            done.add((root, split))
+            n = verify_split(root, split)
+            if log:
+                log(f"verified {n} files of the {what} {Path(root) / split}")
+    return opts

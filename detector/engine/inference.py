@@ -48,20 +48,18 @@ def model_points(points, *, source: str = "points") -> np.ndarray:
 
     Only finite rows are kept. ``source`` names the input in warnings and errors.
     """
+    from ..conventions import model_points as features_of_full_columns
+
     pts = np.asarray(points, dtype=np.float32)
     if pts.ndim != 2 or pts.shape[1] < 4:
         raise ValueError(f"{source}: expected an (N, >= 4) array with columns x, y, z, intensity"
                          f"[, elongation], got shape {pts.shape}")
-    out = np.empty((len(pts), 5), dtype=np.float32)
-    out[:, :4] = pts[:, :4]
-    out[:, 3] = np.tanh(out[:, 3])
-    if pts.shape[1] >= 5:
-        out[:, 4] = pts[:, 4]
-    else:
-        out[:, 4] = DEFAULT_ELONGATION
+    if pts.shape[1] < 5:
+        pts = np.concatenate([pts[:, :4], np.full((len(pts), 1), DEFAULT_ELONGATION, np.float32)], 1)
         warnings.warn(f"{source}: no elongation column (x, y, z, intensity only); using "
                       f"elongation = {DEFAULT_ELONGATION} for every point",
                       MissingFeatureWarning, stacklevel=2)
+    out = features_of_full_columns(pts)  # the dataset's features: tanh(intensity), same order
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         warnings.warn(f"{source}: dropped {int((~finite).sum())} of {len(out)} points with a "

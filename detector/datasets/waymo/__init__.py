@@ -1,11 +1,12 @@
-"""Waymo Open Dataset (perception v1) data layer (docs WAYMO.md).
+"""Waymo Open Dataset data layer, v1 (TFRecord) and v2 (Parquet) input (docs/data_formats.md).
 
 - ``tfrecord``: CRC-checked TFRecord reading (``read_tfrecord``, ``TFRecordError``, skip mode
   with ``SkippedRecord`` reports) and atomic writing (``write_tfrecord``);
 - ``frame``: ``decode_frame`` -> ``DecodedFrame`` (points in ``POINT_COLUMNS`` order + labels);
+- ``parquet``: ``iter_v2_frames`` -> the same ``DecodedFrame``s from a v2 split (pyarrow only);
 - ``conversion``: segment files -> converted data (``convert``; CLI ``tools/convert_waymo.py``,
   format and readers in ``detector/datasets/converted.py``);
-- ``testing``: small hand-built Frames for tests and benchmarks.
+- ``testing`` / ``testing_v2``: small hand-built Frames and v2 files for tests and benchmarks.
 """
 from .frame import POINT_COLUMNS, DecodedFrame, FrameDecodeError, decode_frame  # noqa: F401
 from .tfrecord import (SkippedRecord, TFRecordError, TFRecordReader, read_tfrecord,  # noqa: F401

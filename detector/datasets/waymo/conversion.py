@@ -1,7 +1,11 @@
-"""Waymo segment TFRecords -> converted data (per-frame .npy points, .npz index, GT database).
+"""Waymo segments (v1 TFRecord or v2 Parquet) -> converted data (per-frame .npy points, .npz
+index, GT database).
 
-The output format is specified in ``detector/datasets/converted.py``; the CLI is
-``tools/convert_waymo.py`` (ARCHITECTURE.md "Data flow": parallel, resumable, atomic).
+Two frame sources (:class:`V1Source`: one TFRecord; :class:`V2Source`: one segment of a v2 split)
+feed one converted-segment writer (:func:`convert_segment`), so the same frames give the same
+bytes from either. The output format is specified in ``detector/datasets/converted.py`` and
+docs/data_formats.md; the CLI is ``tools/convert_waymo.py`` (parallel per segment, resumable,
+atomic). Worker processes die with the converter (``PR_SET_PDEATHSIG`` and a watchdog).
 
 Atomicity and resume: a segment is written into ``ROOT/<split>/.tmp/<segment>.<random>/``,
 checksummed, renamed to ``ROOT/<split>/segments/<segment>/`` and only then given its manifest
@@ -34,12 +38,18 @@ from typing import Callable, Iterable, Sequence
 import numba
 import numpy as np
 
-from ..converted import FORMAT_VERSION, completed_segments, make_frame_id, save_npz, split_dir
-from .frame import LIDAR_NAMES, POINT_COLUMNS, FrameDecodeError, _lidar_ids, decode_frame
+from ...conventions import LIDAR_NAMES, POINT_COLUMNS
+from ..converted import (FORMAT_VERSION, completed_segments, make_frame_id, save_npz, split_dir,
+                         write_root_manifest)
+from .frame import FrameDecodeError, _lidar_ids, decode_frame
+from .parquet import (count_v2_frames, is_v2_split, iter_v2_frames, list_v2_segments,
+                      v2_segment_files)
 from .tfrecord import read_tfrecord
 
 __all__ = ["convert", "ConversionSummary", "SegmentResult", "convert_segment", "list_inputs",
-           "points_in_boxes", "shard_segments"]
+           "points_in_boxes", "shard_segments", "V1Source", "V2Source", "FORMATS"]
+
+FORMATS = ("v1", "v2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,27 +221,156 @@ class ConversionSummary:
 
 
 # ---------------------------------------------------------------------------------------------
-def list_inputs(inputs: Iterable) -> list[Path]:
-    """.tfrecord files given directly or found (non-recursively) in folders; sorted by name."""
+# Frame sources: where a segment's DecodedFrames come from. The writer (convert_segment) is one.
+def _stat(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class V1Source:
+    """One v1 segment TFRecord: frames in record order, frame index = record index; corrupt
+    records are skipped and reported in ``corrupt`` (file, index, offset, reason)."""
+    format = "v1"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.name = segment_name(self.path)
+        self.corrupt: list[dict] = []
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def source_info(self) -> dict:
+        return _stat(self.path)
+
+    def count_frames(self, interval: int = 1) -> int:
+        """Records in the file (length headers only; corrupt tails may make this an estimate)."""
+        n, pos = 0, 0
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                while pos + 12 <= size:
+                    f.seek(pos)
+                    ln = int.from_bytes(f.read(8), "little")
+                    pos += 16 + ln
+                    if pos > size:
+                        break
+                    n += 1
+        except OSError:
+            return 0
+        return -(-n // interval)
+
+    def frames(self, returns, lidars, interval: int):
+        reader = read_tfrecord(self.path, skip_corrupt=True)
+        for payload in reader:
+            fi = reader.last_index
+            if fi % interval:
+                continue
+            try:
+                yield fi, decode_frame(payload, returns=returns, lidars=lidars)
+            except FrameDecodeError as e:
+                self.corrupt.append(dict(file=str(self.path), index=fi,
+                                         offset=reader.last_offset,
+                                         reason=f"frame does not decode: {e}"))
+        for sk in reader.skipped:
+            self.corrupt.append(dict(file=sk.path, index=sk.index, offset=sk.offset,
+                                     reason=sk.reason))
+
+
+class V2Source:
+    """One v2 segment (``<split_dir>/<component>/<context_name>.parquet``): frames in time order,
+    frame index = position in time order. Any bad input fails the whole segment
+    (:class:`parquet.V2FormatError`, naming file, column and frame)."""
+    format = "v2"
+
+    def __init__(self, split_dir, context_name: str):
+        self.split_dir = Path(split_dir)
+        self.name = context_name
+        self.corrupt: list[dict] = []
+
+    def __str__(self) -> str:
+        return f"{self.split_dir}/*/{self.name}.parquet"
+
+    def source_info(self) -> dict:
+        files = v2_segment_files(self.split_dir, self.name)
+        return {"path": str(self.split_dir.resolve()), "context_name": self.name,
+                "files": {c: (_stat(p) if p.is_file() else None) for c, p in files.items()}}
+
+    def count_frames(self, interval: int = 1) -> int:
+        return -(-count_v2_frames(self.split_dir, self.name) // interval)
+
+    def frames(self, returns, lidars, interval: int):
+        pos_of = []
+
+        def keep(i):
+            if i % interval:
+                return False
+            pos_of.append(i)
+            return True
+        for d in iter_v2_frames(self.split_dir, self.name, returns=returns, lidars=lidars,
+                                keep=keep):
+            yield pos_of[-1], d
+
+
+def _detect(path: Path) -> str | None:
+    if path.is_file():
+        if path.name.endswith(".parquet"):
+            return "v2"
+        return "v1"
+    if is_v2_split(path):
+        return "v2"
+    if any(q.is_file() and q.name.endswith(".tfrecord") for q in path.iterdir()):
+        return "v1"
+    return None
+
+
+def list_inputs(inputs: Iterable, format: str | None = None) -> list:
+    """The segments to convert, sorted by name, as frame sources.
+
+    v1: .tfrecord files given directly or found (non-recursively) in folders. v2: split folders
+    laid out as the release (``<dir>/lidar/<context>.parquet`` ...), or one component file of a
+    segment (``<dir>/<component>/<context>.parquet``). ``format`` None detects it from the
+    layout; mixing v1 and v2 inputs, an empty folder or a missing path is an error.
+    """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    files: list[Path] = []
+    if format not in (None, *FORMATS):
+        raise ValueError(f"format must be one of {FORMATS} or None, got {format!r}")
+    sources: list = []
+    formats = set()
     for inp in inputs:
         p = Path(inp)
-        if p.is_dir():
-            files.extend(sorted(q for q in p.iterdir()
-                                if q.is_file() and q.name.endswith(".tfrecord")))
-        elif p.is_file():
-            files.append(p)
-        else:
+        if not p.exists():
             raise FileNotFoundError(f"input {p} does not exist")
-    seen: dict[str, Path] = {}
-    for f in files:
-        name = segment_name(f)
-        if name in seen and seen[name].resolve() != f.resolve():
-            raise ValueError(f"two inputs map to segment {name!r}: {seen[name]} and {f}")
-        seen[name] = f
-    return sorted(seen.values(), key=segment_name)
+        fmt = _detect(p)
+        if fmt is None:
+            raise ValueError(f"input folder {p} is empty: no .tfrecord files (v1) and no "
+                             "lidar/*.parquet (v2 split)")
+        if format is not None and fmt != format:
+            raise ValueError(f"input {p} looks like Waymo {fmt} ({'a Parquet split' if fmt == 'v2' else '.tfrecord files'}), "
+                             f"but --format {format} was given")
+        formats.add(fmt)
+        if fmt == "v2":
+            if p.is_file():
+                sources.append(V2Source(p.parent.parent, p.name[:-len(".parquet")]))
+            else:
+                sources.extend(V2Source(p, c) for c in list_v2_segments(p))
+        elif p.is_dir():
+            sources.extend(V1Source(q) for q in sorted(p.iterdir())
+                           if q.is_file() and q.name.endswith(".tfrecord"))
+        else:
+            sources.append(V1Source(p))
+    if len(formats) > 1:
+        raise ValueError("inputs mix Waymo v1 (.tfrecord) and v2 (Parquet) segments; convert "
+                         "them in separate runs")
+    seen: dict[str, object] = {}
+    for src in sources:
+        prev = seen.get(src.name)
+        if prev is not None and str(prev) != str(src) and not (
+                isinstance(src, V1Source) and prev.path.resolve() == src.path.resolve()):
+            raise ValueError(f"two inputs map to segment {src.name!r}: {prev} and {src}")
+        seen[src.name] = src
+    return sorted(seen.values(), key=lambda s: s.name)
 
 
 def segment_name(path: Path) -> str:
@@ -239,7 +378,7 @@ def segment_name(path: Path) -> str:
     return n[:-len(".tfrecord")] if n.endswith(".tfrecord") else n
 
 
-def shard_segments(files: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+def shard_segments(files: Sequence, shard: tuple[int, int] | None) -> list:
     if shard is None:
         return list(files)
     i, n = shard
@@ -248,9 +387,8 @@ def shard_segments(files: Sequence[Path], shard: tuple[int, int] | None) -> list
     return list(files)[i::n]
 
 
-def _source_info(src: Path) -> dict:
-    st = src.stat()
-    return {"path": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _as_source(src):
+    return src if isinstance(src, (V1Source, V2Source)) else V1Source(src)
 
 
 def _sha256_file(path: Path) -> str:
@@ -288,6 +426,30 @@ def _save_npy(path: Path, arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+_GT_RAW = "gt_points.raw"
+
+
+def _raw_to_npy(raw: Path, path: Path, shape: tuple) -> str:
+    """Turn a file of float32 rows into the .npy of ``shape`` (the bytes ``_save_npy`` writes
+    for that array), streamed in chunks; remove the raw file; return the sha256."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(
+        np.dtype(np.float32)), "fortran_order": False, "shape": tuple(shape)})
+    h = hashlib.sha256(head.getvalue())
+    want = int(np.prod(shape)) * 4
+    if raw.stat().st_size != want:
+        raise RuntimeError(f"{raw}: {raw.stat().st_size} bytes, expected {want}")
+    with open(raw, "rb") as src, open(path, "wb") as f:
+        f.write(head.getvalue())
+        for chunk in iter(lambda: src.read(1 << 22), b""):
+            h.update(chunk)
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    raw.unlink()
+    return h.hexdigest()
+
+
 def _cat(parts: list, dtype, width: int | None = None) -> np.ndarray:
     if parts:
         return np.concatenate(parts).astype(dtype, copy=False)
@@ -301,10 +463,11 @@ def _is_trusted(sdir: Path, seg: str, entry: dict | None, options: dict, source:
 
 def convert_segment(src, out_root, split: str, options: dict,
                     progress: Callable[[int], None] | None = None) -> SegmentResult:
-    """Convert one segment file (atomically; see the module docstring)."""
+    """Convert one segment (a :class:`V1Source` / :class:`V2Source`, or a .tfrecord path)
+    atomically (see the module docstring): the one converted-segment writer of both sources."""
     t0 = time.perf_counter()
-    src = Path(src)
-    seg = segment_name(src)
+    src = _as_source(src)
+    seg = src.name
     sdir = split_dir(out_root, split)
     res = SegmentResult(seg, str(src), "converted")
     tmp_root = sdir / ".tmp"
@@ -315,8 +478,9 @@ def convert_segment(src, out_root, split: str, options: dict,
     tmp = tmp_root / f"{seg}.{uuid.uuid4().hex}"
     (tmp / "points").mkdir(parents=True)
     writer = ThreadPoolExecutor(1, thread_name_prefix="npy-writer")
+    gt_raw = None
     try:
-        source = _source_info(src)
+        source = src.source_info()
         returns, lidars = options["returns"], options["lidars"]
         interval = options["sampled_interval"]
         fr = {k: [] for k in ("frame_index", "timestamp_micros", "frame_id", "context_name",
@@ -325,20 +489,12 @@ def convert_segment(src, out_root, split: str, options: dict,
                                "num_top_points_in_box", "ids", "speed", "accel")}
         box_offsets = [0]
         gt = {k: [] for k in ("type", "box", "difficulty", "num_points", "frame_index", "id")}
-        gt_pts: list[np.ndarray] = []
-        reader = read_tfrecord(src, skip_corrupt=True)
+        # GT points go to disk as they come (a 200-frame segment holds ~1 GB of them)
+        gt_raw = open(tmp / _GT_RAW, "wb")
+        gt_rows = 0
         writes: dict = {}
         in_flight: deque = deque()
-        for payload in reader:
-            fi = reader.last_index
-            if fi % interval:
-                continue
-            try:
-                d = decode_frame(payload, returns=returns, lidars=lidars)
-            except FrameDecodeError as e:
-                res.corrupt.append(dict(file=str(src), index=fi, offset=reader.last_offset,
-                                        reason=f"frame does not decode: {e}"))
-                continue
+        for fi, d in src.frames(returns, lidars, interval):
             # the disk write + hash + fsync overlap with decoding the next frame
             rel = f"points/{fi:06d}.npy"
             writes[rel] = writer.submit(_save_npy, tmp / rel, d.points)
@@ -361,7 +517,8 @@ def convert_segment(src, out_root, split: str, options: dict,
                     continue
                 p = d.points[idx[offs[b]:offs[b + 1]]].copy()
                 p[:, :3] -= d.boxes[b, :3]
-                gt_pts.append(p)
+                gt_raw.write(memoryview(np.ascontiguousarray(p)).cast("B"))
+                gt_rows += k
                 gt["type"].append(d.types[b])
                 gt["box"].append(d.boxes[b])
                 gt["difficulty"].append(d.difficulty[b])
@@ -372,9 +529,11 @@ def convert_segment(src, out_root, split: str, options: dict,
             res.points += int(d.points.shape[0])
             if progress is not None:
                 progress(1)
-        for s in reader.skipped:
-            res.corrupt.append(dict(file=s.path, index=s.index, offset=s.offset, reason=s.reason))
-        res.corrupt.sort(key=lambda c: c["index"])
+        res.corrupt = sorted(src.corrupt, key=lambda c: c["index"])
+        if res.frames == 0:   # an empty file (or nothing decodable) is not a converted segment
+            raise ValueError(f"{src}: no frames" + (
+                f" ({len(res.corrupt)} corrupt record(s))" if res.corrupt else
+                " (empty segment)"))
         nf = len(fr["frame_index"])
         frames = {
             "frame_index": np.asarray(fr["frame_index"], np.int64),
@@ -407,9 +566,9 @@ def convert_segment(src, out_root, split: str, options: dict,
             "id": np.asarray(gt["id"], dtype=str) if k else np.zeros(0, "<U1"),
         })
         file_sums = {rel: fu.result() for rel, fu in writes.items()}
-        file_sums["gt_points.npy"] = _save_npy(
-            tmp / "gt_points.npy", np.concatenate(gt_pts) if gt_pts else
-            np.zeros((0, len(POINT_COLUMNS)), np.float32))
+        gt_raw.close()
+        file_sums["gt_points.npy"] = _raw_to_npy(tmp / _GT_RAW, tmp / "gt_points.npy",
+                                                 (gt_rows, len(POINT_COLUMNS)))
         res.gt_objects = k
         for name in ("frames.npz", "gt_index.npz"):
             file_sums[name] = _sha256_file(tmp / name)
@@ -448,6 +607,8 @@ def convert_segment(src, out_root, split: str, options: dict,
         raise
     finally:
         writer.shutdown(wait=True)
+        if gt_raw is not None:
+            gt_raw.close()
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -456,9 +617,34 @@ def convert_segment(src, out_root, split: str, options: dict,
 _QUEUE = None
 
 
-def _init_worker(queue) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the converter (SIGKILLed parents leave their pool's workers
+    blocked on a queue forever): Linux's PR_SET_PDEATHSIG, and a watchdog thread everywhere."""
+    import signal
+    import sys
+    import threading
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - unusual libc
+            pass
+    if os.getppid() != parent:   # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(queue, parent: int) -> None:
     global _QUEUE
     _QUEUE = queue
+    _die_with_parent(parent)
 
 
 def _worker(src, out_root, split, options) -> SegmentResult:
@@ -496,10 +682,13 @@ def verify_segment(out_root, split: str, entry: dict) -> bool:
 def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, int] | None = None,
             sampled_interval: int = 1, returns: Sequence[int] = (1, 2),
             lidars: Sequence | None = None, progress: bool = True, verify: bool = False,
-            log: Callable[[str], None] | None = print) -> ConversionSummary:
+            log: Callable[[str], None] | None = print, format: str | None = None
+            ) -> ConversionSummary:
     """Convert segments to ``out_root/split`` (see ``detector/datasets/converted.py``).
 
-    inputs: .tfrecord files and/or folders of them. ``shard=(i, n)`` keeps segments i, i+n, ...
+    inputs: .tfrecord files and/or folders of them (v1), or v2 split folders / component files
+    (see :func:`list_inputs`; ``format`` "v1" / "v2" or None to detect it from the layout); both
+    give the same converted bytes for the same frames. ``shard=(i, n)`` keeps segments i, i+n, ...
     (0-based) of the name-sorted list. Completed segments are skipped (``verify=True`` also
     re-hashes their files). Returns a :class:`ConversionSummary`; ``summary.ok`` is False if a
     record was skipped or a segment failed.
@@ -514,7 +703,9 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
         raise ValueError(f"returns must be a non-empty subset of (1, 2), got {list(returns)}")
     options = {"returns": rets, "lidars": [LIDAR_NAMES[i] for i in _lidar_ids(lidars)],
                "sampled_interval": int(sampled_interval)}
-    files = shard_segments(list_inputs(inputs), shard)
+    all_sources = list_inputs(inputs, format)
+    fmt = all_sources[0].format if all_sources else (format or "v1")
+    files = shard_segments(all_sources, shard)
     out_root = Path(out_root)
     sdir = split_dir(out_root, split)
     sdir.mkdir(parents=True, exist_ok=True)
@@ -523,9 +714,9 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
     results: dict[str, SegmentResult] = {}
     todo = []
     for f in files:
-        seg = segment_name(f)
+        seg = f.name
         entry = done.get(seg)
-        if _is_trusted(sdir, seg, entry, options, _source_info(f)) and \
+        if _is_trusted(sdir, seg, entry, options, f.source_info()) and \
                 (not verify or verify_segment(out_root, split, entry)):
             results[seg] = SegmentResult(seg, str(f), "resumed", entry["num_frames"],
                                          entry["num_points"], entry["num_gt_objects"],
@@ -537,7 +728,11 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
     bar = None
     if progress and todo:
         from tqdm import tqdm
-        bar = tqdm(total=None, unit="frame", desc=f"convert {split}", dynamic_ncols=True)
+        # the total up front (record headers / Parquet metadata), so the bar shows frames/s
+        # and an ETA
+        bar = tqdm(total=sum(f.count_frames(int(sampled_interval)) for f in todo), unit="frame",
+                   desc=f"convert {split} ({len(todo)} segment(s))", dynamic_ncols=True,
+                   smoothing=0.1)
     tick = (lambda n: bar.update(n)) if bar is not None else None
     try:
         if workers <= 1 or len(todo) <= 1:
@@ -549,7 +744,7 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
             ctx = mp.get_context(_start_method())
             q = ctx.Queue()
             ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                     initializer=_init_worker, initargs=(q,))
+                                     initializer=_init_worker, initargs=(q, os.getpid()))
             try:
                 futs = {ex.submit(_worker, f, out_root, split, options): f for f in todo}
                 pending = set(futs)
@@ -561,7 +756,7 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
                             r = fu.result()
                         except Exception as e:  # the worker process died
                             src = futs[fu]
-                            r = SegmentResult(segment_name(src), str(src), "failed",
+                            r = SegmentResult(src.name, str(src), "failed",
                                               error=f"{type(e).__name__}: {e}")
                         results[r.segment] = r
                 _drain(q, tick)
@@ -578,5 +773,6 @@ def convert(inputs, out_root, split: str, workers: int = 1, shard: tuple[int, in
         if bar is not None:
             bar.close()
     summary.segments = [results[k] for k in sorted(results)]
+    write_root_manifest(out_root, split, options, fmt)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -1,6 +1,6 @@
 """Decode one Waymo ``Frame`` (perception v1) into numpy points and labels.
 
-Implements docs WAYMO.md, sections "Frame" and "Range image -> points" (the algorithm of the
+Implements docs/data_formats.md, "Range image -> points" (the algorithm of the
 official ``frame_utils.convert_range_image_to_point_cloud``) with numpy and one Numba kernel, in
 float64:
 
@@ -43,13 +43,12 @@ import numba
 import numpy as np
 from waymo_open_dataset import dataset_pb2
 
+from ...conventions import LIDAR_IDS, LIDAR_NAMES, POINT_COLUMNS
+
 __all__ = ["POINT_COLUMNS", "LIDAR_NAMES", "LIDAR_IDS", "DecodedFrame", "decode_frame",
            "parse_matrix_float", "lidar_geometry", "range_image_to_points", "parse_frame",
-           "FrameDecodeError"]
+           "FrameDecodeError", "assemble_points", "labels_from_arrays"]
 
-POINT_COLUMNS = ("x", "y", "z", "intensity", "elongation", "return_index", "lidar_id", "nlz")
-LIDAR_NAMES = {1: "TOP", 2: "FRONT", 3: "SIDE_LEFT", 4: "SIDE_RIGHT", 5: "REAR"}
-LIDAR_IDS = {v: k for k, v in LIDAR_NAMES.items()}
 TOP = 1
 
 
@@ -358,14 +357,54 @@ def decode_labels(frame: dataset_pb2.Frame) -> dict:
         speed[k] = (md.speed_x, md.speed_y, md.speed_z)
         accel[k] = (md.accel_x, md.accel_y, md.accel_z)
         ids.append(lab.id)
+    return labels_from_arrays(boxes, types, diff, npts, ntop, ids, speed, accel)
+
+
+def labels_from_arrays(boxes, types, difficulty, num_points, num_top_points, ids, speed,
+                       accel) -> dict:
+    """The label fields of a :class:`DecodedFrame` from per-label arrays (either source):
+    boxes (M, 7) float64 (cx, cy, cz, l, w, h, heading), heading wrapped to [-pi, pi) and
+    everything cast to the frame's dtypes."""
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 7)
+    m = boxes.shape[0]
     if m:
         boxes[:, 6] = _wrap_angle(boxes[:, 6])
     boxes = boxes.astype(np.float32)
     if m:  # float32 rounding can turn pi - tiny into pi
         boxes[boxes[:, 6] >= np.float32(np.pi), 6] = -np.float32(np.pi)
-    return dict(boxes=boxes, types=types, difficulty=diff, num_points_in_box=npts,
-                num_top_points_in_box=ntop, ids=ids, speed=speed.astype(np.float32),
-                accel=accel.astype(np.float32))
+    return dict(boxes=boxes, types=np.asarray(types, np.int8).reshape(m),
+                difficulty=np.asarray(difficulty, np.int8).reshape(m),
+                num_points_in_box=np.asarray(num_points, np.int32).reshape(m),
+                num_top_points_in_box=np.asarray(num_top_points, np.int32).reshape(m),
+                ids=[str(x) for x in ids], speed=np.asarray(speed, np.float32).reshape(m, 3),
+                accel=np.asarray(accel, np.float32).reshape(m, 3))
+
+
+def assemble_points(images: list, calibs: dict, top_pose: np.ndarray | None,
+                    pose: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Range images -> one (N, 8) point array, shared by the v1 and v2 sources.
+
+    images: ``(return, lidar_id, range image (H, W, C>=4), what)`` in output order; calibs:
+    ``{lidar_id: calibration}`` (an object with ``name``, ``extrinsic.transform``,
+    ``beam_inclinations``, ``beam_inclination_min`` / ``_max``); top_pose: TOP's (H, W, 6)
+    per-pixel pose or None. Returns the points and ``{(return, lidar_id): count}``.
+    """
+    counts: dict[tuple[int, int], int] = {}
+    sized = []
+    for r, lid, arr, what in images:
+        if arr.ndim != 3 or arr.shape[2] < 4:
+            raise FrameDecodeError(f"{what}: range image shape {list(arr.shape)}, "
+                                   "expected [H, W, 4]")
+        n = int(np.count_nonzero(arr[..., 0] > 0))
+        sized.append((r, lid, arr, n))
+        counts[(r, lid)] = n
+    points = np.empty((sum(n for *_, n in sized), len(POINT_COLUMNS)), np.float32)
+    start = 0
+    for r, lid, arr, n in sized:
+        range_image_to_points(arr, calibs[lid], top_pose if lid == TOP else None, pose,
+                              r, out=points[start:start + n])
+        start += n
+    return points, counts
 
 
 def decode_frame(frame_or_bytes, returns: Sequence[int] = (1, 2), lidars: Iterable | None = None,
@@ -417,18 +456,8 @@ def decode_frame(frame_or_bytes, returns: Sequence[int] = (1, 2), lidars: Iterab
             if r == 0:
                 top_pose = arr
                 continue
-            if arr.ndim != 3 or arr.shape[2] < 4:
-                raise FrameDecodeError(f"{what}: range image shape {list(arr.shape)}, "
-                                       "expected [H, W, 4]")
-            n = int(np.count_nonzero(arr[..., 0] > 0))
-            images.append((r, lid, arr, n))
-            counts[(r, lid)] = n
-        points = np.empty((sum(n for *_, n in images), len(POINT_COLUMNS)), np.float32)
-        start = 0
-        for r, lid, arr, n in images:
-            range_image_to_points(arr, calibs[lid], top_pose if lid == TOP else None, pose,
-                                  r, out=points[start:start + n])
-            start += n
+            images.append((r, lid, arr, what))
+        points, counts = assemble_points(images, calibs, top_pose, pose)
     return DecodedFrame(points=points, pose=pose, timestamp_micros=int(frame.timestamp_micros),
                         context_name=frame.context.name, num_points_per_lidar=counts,
                         **decode_labels(frame))

@@ -8,21 +8,12 @@ float32 (the proto's ``Label.Box`` stores width in field 4 and length in field 5
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-
-def frame_id_from(context_name: str, timestamp_micros: int) -> int:
-    """A stable int64 id for a frame: the first 8 bytes of BLAKE2b(context, timestamp).
-
-    The metric only needs ids that are equal for the same frame on both sides; any other
-    scheme works as long as predictions and ground truths use the same one.
-    """
-    h = hashlib.blake2b(f"{context_name}\x00{int(timestamp_micros)}".encode(), digest_size=8)
-    return int.from_bytes(h.digest(), "little", signed=True)
+from detector.conventions import frame_id as frame_id_from  # the one frame-id scheme
 
 
 @dataclass
