@@ -12,7 +12,7 @@ Formats (``FORMATS``), chosen by name or detected from the file:
 - ``tfrecord``: a Waymo (perception v1) segment, one frame per record, decoded with
   ``detector.datasets.waymo.decode_frame`` (all lidars and returns unless told otherwise).
 - ``parquet``: a Waymo v2 ``lidar`` component file ``SPLIT_DIR/lidar/CONTEXT.parquet``, through
-  ``detector.datasets.waymo.parquet.iter_v2_frames`` when that module is installed.
+  ``detector.datasets.waymo.parquet.iter_v2_frames`` (the other components beside it).
 
 Detection without a named format: a valid TFRecord header (its length CRC) wins; then the numpy
 magic, a PCD or PLY header, a ``.parquet`` name, and last a raw ``.bin``. A file that fits none is
@@ -167,21 +167,17 @@ def _tfrecord_frames(path: Path, lidars, returns) -> Iterator[PointFrame]:
 
 
 def _parquet_frames(path: Path, lidars, returns) -> Iterator[PointFrame]:
-    try:
-        from .waymo.parquet import iter_v2_frames
-    except ImportError as e:
-        raise PointCloudFormatError(
-            f"{path}: format parquet needs detector.datasets.waymo.parquet (the Waymo v2 reader), "
-            f"which this installation does not have ({e})") from None
-    split_dir, context = path.parent.parent, path.stem
+    from .waymo.parquet import iter_v2_frames  # pyarrow only
+
+    split_dir, context = path.parent.parent, path.stem  # SPLIT_DIR/lidar/CONTEXT.parquet
     kwargs = {}
     if lidars is not None:
         kwargs["lidars"] = lidars
     if returns is not None:
         kwargs["returns"] = returns
     for i, fr in enumerate(iter_v2_frames(split_dir, context, **kwargs)):
-        yield PointFrame(np.asarray(fr.points, np.float32), f"{path.name}:{i}",
-                         getattr(fr, "context_name", context), int(getattr(fr, "timestamp_micros", 0)))
+        yield PointFrame(np.asarray(fr.points, np.float32), f"{path.name}:{i}", fr.context_name,
+                         int(fr.timestamp_micros))
 
 
 def read_point_frames(path, fmt: str | None = None, *, bin_columns: int | None = None,
