@@ -9,7 +9,8 @@ own; only ``forward`` differs. On a CUDA tensor ``forward`` is spconv's.
 key; a later submanifold layer with the same key reuses it (after the same checks spconv makes).
 The dict holds our :class:`~ops.sparse_conv.rulebook.Rulebook` objects, so layers sharing a key
 must all be ours or all spconv's. As in spconv, a 1x1x1 conv (submanifold, or stride 1) is a
-plain matrix product that keeps the input's sites and stores no rulebook.
+plain matrix product that keeps the input's sites and stores no rulebook; it also reads the
+weight's memory as spconv does there, as a ``(C_in, C_out)`` matrix.
 
 Output sites: a submanifold conv keeps the input's rows; a regular conv's rows are sorted by
 (batch, z, y, x) (spconv's CPU order differs; the set is the same).
@@ -53,8 +54,13 @@ class _CpuForward:
                 if self.indice_key is not None:
                     indice_dict = dict(indice_dict)
                     indice_dict[self.indice_key] = rb
+        weight = self.weight
+        if self.conv1x1:
+            # spconv multiplies by weight.view(C_in, C_out) here (not the KRSC transpose); do the
+            # same, so that a checkpoint means the same layer in both.
+            weight = weight.reshape(self.in_channels, self.out_channels).t().reshape(weight.shape)
         out = input.shadow_copy()
-        out = out.replace_feature(sparse_conv_apply(feats, self.weight, self.bias, rb))
+        out = out.replace_feature(sparse_conv_apply(feats, weight, self.bias, rb))
         if not (self.subm or self.conv1x1):
             out.indices = torch.from_numpy(rb.out_indices).to(input.indices.device)
         out.indice_dict = indice_dict
