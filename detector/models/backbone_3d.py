@@ -159,7 +159,16 @@ class SparseEncoder(nn.Module):
         return d
 
     def forward(self, features: torch.Tensor, batch: VoxelBatch) -> torch.Tensor:
-        """Voxel features (V, C) and their (b, z, y, x) coords -> BEV map (B, C*D, H/8, W/8)."""
+        """Voxel features (V, C) and their (b, z, y, x) coords -> BEV map (B, C*D, H/8, W/8).
+
+        A batch without any voxel (every frame empty, or all its points outside the range or
+        non-finite) gives an all-zero map, as a sparse tensor without sites densifies to; it
+        stays connected to ``features`` so that backward runs. spconv cannot convolve an empty
+        tensor (its ``!empty()`` assert), ops.sparse_conv could: both take this path."""
+        if batch.coords.shape[0] == 0:
+            h, w = self.bev_shape
+            return features.sum() * 0.0 + features.new_zeros(batch.batch_size, self.out_channels,
+                                                              h, w)
         x = spconv.SparseConvTensor(features, batch.coords.int(), self.sparse_shape, batch.batch_size)
         x = self.conv_input(x)
         x = self.conv1(x)
