@@ -77,3 +77,57 @@ def test_preprocessor_drops_and_counts_nonfinite_points():
     assert model.data_preprocessor.nonfinite_points_dropped == 9
     ref = model.data_preprocessor(dict(inputs=dict(points=[p[9:]]), data_samples=samples), True)
     assert torch.equal(data["inputs"]["voxels"].coords, ref["inputs"]["voxels"].coords)
+
+
+def test_test_cli_and_visualize_on_a_split_with_an_empty_frame(tmp_path_factory, tmp_path):
+    """tools/test.py and tools/visualize.py --checkpoint on a converted split whose frames have
+    no points: rc 0, zero detections, metrics written (before: spconv's !empty() abort)."""
+    import importlib.util
+    import shutil
+
+    import numpy as np
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from detector.registry import MODELS
+    from test_train_support import TINY_CONFIG, tiny_data_root
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data_root(tmp_path_factory), root)
+    emptied = 0
+    for f in sorted((root / "val" / "segments").glob("*/points/*.npy")):
+        np.save(f, np.load(f)[:0])                     # a valid (0, 8) float32 frame
+        emptied += 1
+    assert emptied >= 1
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(TINY_CONFIG)).model.to_dict())
+    ckpt = tmp_path / "untrained.pth"
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+
+    def tool(name):
+        spec = importlib.util.spec_from_file_location(f"tool_{name}", TINY_CONFIG.parents[2] / "tools"
+                                                      / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    from waymo_open_dataset.protos import metrics_pb2
+    sub = tmp_path / "det.bin"
+    try:
+        rc = tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
+                                "--data-root", str(root), "--out-submission", str(sub),
+                                "--cfg-options", "model.test_cfg.score_threshold=0.0"])
+    finally:
+        DefaultScope._instance_dict.clear()
+    assert rc == 0
+    objs = metrics_pb2.Objects()
+    objs.ParseFromString(sub.read_bytes())
+    assert len(objs.objects) == 0
+    assert (tmp_path / "w" / "metrics.json").is_file()
+    try:
+        rc = tool("visualize").main(["--data", str(root), "--split", "val", "--config",
+                                     str(TINY_CONFIG), "--checkpoint", str(ckpt), "--score-thr",
+                                     "0.0", "--bev-plot", str(tmp_path / "bev.png")])
+    finally:
+        DefaultScope._instance_dict.clear()
+    assert rc == 0 and (tmp_path / "bev.png").stat().st_size > 0
