@@ -79,6 +79,7 @@ def test_preprocessor_drops_and_counts_nonfinite_points():
     assert torch.equal(data["inputs"]["voxels"].coords, ref["inputs"]["voxels"].coords)
 
 
+@pytest.mark.slow
 def test_test_cli_and_visualize_on_a_split_with_an_empty_frame(tmp_path_factory, tmp_path):
     """tools/test.py and tools/visualize.py --checkpoint on a converted split whose frames have
     no points: rc 0, zero detections, metrics written (before: spconv's !empty() abort)."""

@@ -1,7 +1,7 @@
 """ops.sparse_conv (2 threads) against spconv 2.x (the project's one-thread CPU shim) on the CPU.
 
     python tools/benchmarks/bench_sparse_conv.py [--repeats 5] [--frames 2] [--scaling-repeats N]
-        [--skip-scaling]
+        [--skip-backbones] [--skip-scaling]
         [--skip-memory] [--skip-step]
 
 Frames: the demo's synthetic generator (``detector.datasets.synthetic``, segment seed 0, the TOP
@@ -13,8 +13,8 @@ batch of ``--frames``, voxelized and encoded by each config's own preprocessor a
    process-CPU seconds and the spconv / ours ratio, all from this one run.
 2. Time against the number of voxels: the Waymo backbone on 20k, 80k, 150k voxels (the voxels
    nearest the sensor of a batch of 3 demo frames (at least) voxelized by the Waymo config).
-3. Peak memory: each implementation's backbone forward + backward in a fresh subprocess, the
-   rise of the peak RSS over the process's RSS before it.
+3. Peak memory: each implementation's backbone forward + backward in a fresh subprocess after a
+   warm-up pass: the peak RSS (VmHWM, reset before the pass) and its rise over the RSS before.
 4. The demo model's whole training step (forward, loss, backward, AdamW) with each
    implementation, interleaved.
 The machine may be shared: the load average is printed with every block.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -149,16 +148,20 @@ def memory_child(name: str, impl: str, nframes: int) -> None:
     fwd_bwd(model.backbone_3d, feats, vox)      # warm-up (compilation, allocator)
     import gc
     gc.collect()
-    before = _rss_mib()
-    peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Reset the peak-RSS mark (VmHWM) so that it measures this pass alone (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mib("VmRSS")
     fwd_bwd(model.backbone_3d, feats, vox)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(rss_before=before, peak_before=peak0, peak=peak, voxels=vox.num_voxels)))
+    print(json.dumps(dict(rss_before=before, peak=_status_mib("VmHWM"), voxels=vox.num_voxels)))
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def bench_memory(nframes: int) -> None:
@@ -168,10 +171,9 @@ def bench_memory(nframes: int) -> None:
             r = subprocess.run([sys.executable, __file__, "--memory-child", name, impl,
                                 "--frames", str(nframes)], capture_output=True, text=True, check=True)
             d = json.loads(r.stdout.strip().splitlines()[-1])
-            rise = d["peak"] - max(d["rss_before"], 0)
-            print(f"  {name:6s} {impl:7s} {d['voxels']} voxels: peak RSS {d['peak']:.0f} MiB, "
-                  f"{max(rise, 0):.0f} MiB above the RSS before the pass (warm-up peak "
-                  f"{d['peak_before']:.0f} MiB)", flush=True)
+            print(f"  {name:6s} {impl:7s} {d['voxels']} voxels: peak RSS {d['peak']:.0f} MiB during "
+                  f"the pass, {d['peak'] - d['rss_before']:.0f} MiB above the RSS before it",
+                  flush=True)
 
 
 def bench_step(frames, repeats: int) -> None:
@@ -205,6 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--scaling-repeats", type=int, default=None, help="default: --repeats")
+    p.add_argument("--skip-backbones", action="store_true")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-step", action="store_true")
@@ -220,7 +223,8 @@ def main(argv=None) -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
     frames = demo_frames(args.frames)
     print(f"demo frames: {[len(p) for p, _ in frames]} points", flush=True)
-    bench_backbones(frames, args.repeats)
+    if not args.skip_backbones:
+        bench_backbones(frames, args.repeats)
     if not args.skip_scaling:
         bench_scaling(frames if len(frames) >= 3 else demo_frames(3),
                       args.scaling_repeats or args.repeats)
