@@ -9,8 +9,13 @@ further; the result is densified and its z slices are stacked into channels:
 ``residual=True`` the submanifold blocks are two-conv residual blocks (SubM-BN-ReLU-SubM-BN,
 identity add, ReLU), as in CenterPoint's residual variant.
 
-spconv is imported only through ``ops.spconv_utils`` (its CPU shim makes backward work without
-CUDA).
+Convolution implementation (``conv_impl``): ``"ops"`` uses ``ops.sparse_conv`` (this project's
+CPU kernels: parallel over all cores and deterministic), ``"spconv"`` spconv 2.x (imported only
+through ``ops.spconv_utils``, whose CPU shim makes backward work without CUDA and pins its CPU
+kernels to one thread), ``"auto"`` (default) spconv. ``"auto"`` stays on spconv on the CPU until
+``ops`` is faster there for a whole training step (docs/benchmarks/sparse_conv.md: its backbone is
+faster in wall time but costs more CPU time, and the demo's step measured slower). Both have the
+same modules, parameter names and weight layout, so checkpoints load into either.
 """
 from __future__ import annotations
 
@@ -21,7 +26,27 @@ from torch import nn
 
 from detector.models.types import VoxelBatch
 from detector.registry import MODELS
+from ops import sparse_conv as ops_sparse_conv
 from ops.spconv_utils import spconv
+
+CONV_IMPLS = ("auto", "ops", "spconv")
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """``"auto"`` -> ``"spconv"`` (see the module docstring for why not ``"ops"`` on the CPU)."""
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"SparseEncoder: conv_impl must be one of {list(CONV_IMPLS)}, got "
+                         f"{conv_impl!r}")
+    if conv_impl == "auto":
+        return "spconv"
+    return conv_impl
+
+
+def _convs(impl: str):
+    """(SubMConv3d, SparseConv3d) of the implementation."""
+    if impl == "ops":
+        return ops_sparse_conv.SubMConv3d, ops_sparse_conv.SparseConv3d
+    return spconv.SubMConv3d, spconv.SparseConv3d
 
 
 def _conv_bn_relu(conv: nn.Module, channels: int, eps: float = 1e-3, momentum: float = 0.01):
@@ -29,18 +54,20 @@ def _conv_bn_relu(conv: nn.Module, channels: int, eps: float = 1e-3, momentum: f
                                    nn.ReLU(inplace=True))
 
 
-def _subm(cin: int, cout: int, key: str):
-    return _conv_bn_relu(spconv.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key), cout)
+def _subm(cin: int, cout: int, key: str, impl: str = "spconv"):
+    subm, _ = _convs(impl)
+    return _conv_bn_relu(subm(cin, cout, 3, padding=1, bias=False, indice_key=key), cout)
 
 
 class SparseBasicBlock(spconv.SparseModule):
     """Residual block of two submanifold 3x3x3 convs sharing one rulebook."""
 
-    def __init__(self, channels: int, key: str):
+    def __init__(self, channels: int, key: str, impl: str = "spconv"):
         super().__init__()
-        self.conv1 = spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=key)
+        subm, _ = _convs(impl)
+        self.conv1 = subm(channels, channels, 3, padding=1, bias=False, indice_key=key)
         self.bn1 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
-        self.conv2 = spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=key)
+        self.conv2 = subm(channels, channels, 3, padding=1, bias=False, indice_key=key)
         self.bn2 = nn.BatchNorm1d(channels, eps=1e-3, momentum=0.01)
 
     def forward(self, x):
@@ -69,6 +96,9 @@ class SparseEncoder(nn.Module):
             (3, 1, 1) with z stride 2 - or, when fewer than 3 z slices are left, one kernel
             covering them all.
         residual: use residual blocks instead of single SubM convs (default False).
+        conv_impl: ``"auto"`` (default, spconv), ``"ops"`` (``ops.sparse_conv``: its own kernels on
+            CPU tensors, spconv's on CUDA) or
+            ``"spconv"``. The parameters are the same either way.
     """
 
     stride = 8
@@ -76,8 +106,11 @@ class SparseEncoder(nn.Module):
     def __init__(self, in_channels: int = 5, grid_size: Sequence[int] | None = None,
                  base_channels: int = 16, stage_channels: Sequence[int] = (16, 32, 64, 128),
                  blocks_per_stage: Sequence[int] = (1, 2, 2, 2), out_channels: int = 128,
-                 residual: bool = False):
+                 residual: bool = False, conv_impl: str = "auto"):
         super().__init__()
+        self.conv_impl = resolve_conv_impl(conv_impl)
+        impl = self.conv_impl
+        _, sparse = _convs(impl)
         if grid_size is None:
             raise ValueError("SparseEncoder needs grid_size (nx, ny, nz); CenterPointDetector fills "
                              "it in from its data_preprocessor")
@@ -92,20 +125,20 @@ class SparseEncoder(nn.Module):
 
         def blocks(ch: int, n: int, key: str) -> list[nn.Module]:
             if residual:
-                return [SparseBasicBlock(ch, key) for _ in range(n)]
-            return [_subm(ch, ch, key) for _ in range(n)]
+                return [SparseBasicBlock(ch, key, impl) for _ in range(n)]
+            return [_subm(ch, ch, key, impl) for _ in range(n)]
 
         c1, c2, c3, c4 = stage_channels
-        self.conv_input = _subm(in_channels, base_channels, "subm1")
-        stage1 = [] if base_channels == c1 else [_subm(base_channels, c1, "subm1")]
+        self.conv_input = _subm(in_channels, base_channels, "subm1", impl)
+        stage1 = [] if base_channels == c1 else [_subm(base_channels, c1, "subm1", impl)]
         self.conv1 = spconv.SparseSequential(*stage1, *blocks(c1, blocks_per_stage[0], "subm1"))
         stages = []
         cin = c1
         for i, (cout, n) in enumerate(zip((c2, c3, c4), blocks_per_stage[1:]), start=2):
             # Last stage: no z padding, so that z shrinks as in the standard encoder.
             pad = (0, 1, 1) if i == 4 else 1
-            down = _conv_bn_relu(spconv.SparseConv3d(cin, cout, 3, stride=2, padding=pad, bias=False,
-                                                     indice_key=f"spconv{i}"), cout)
+            down = _conv_bn_relu(sparse(cin, cout, 3, stride=2, padding=pad, bias=False,
+                                        indice_key=f"spconv{i}"), cout)
             stages.append(spconv.SparseSequential(down, *blocks(cout, n, f"subm{i}")))
             cin = cout
         self.conv2, self.conv3, self.conv4 = stages
@@ -115,8 +148,8 @@ class SparseEncoder(nn.Module):
         # Coarse z grids (the small CPU config) leave fewer than 3 slices: squeeze them in one.
         kz, sz = (3, 2) if d4 >= 3 else (d4, 1)
         self.conv_out = _conv_bn_relu(
-            spconv.SparseConv3d(c4, out_channels, (kz, 1, 1), stride=(sz, 1, 1), padding=0,
-                                bias=False, indice_key="spconv_down2"), out_channels)
+            sparse(c4, out_channels, (kz, 1, 1), stride=(sz, 1, 1), padding=0, bias=False,
+                   indice_key="spconv_down2"), out_channels)
         self.z_out = (d4 - kz) // sz + 1
         self.out_channels = out_channels * self.z_out
         self.bev_shape = (ny // 8, nx // 8)
@@ -128,7 +161,16 @@ class SparseEncoder(nn.Module):
         return d
 
     def forward(self, features: torch.Tensor, batch: VoxelBatch) -> torch.Tensor:
-        """Voxel features (V, C) and their (b, z, y, x) coords -> BEV map (B, C*D, H/8, W/8)."""
+        """Voxel features (V, C) and their (b, z, y, x) coords -> BEV map (B, C*D, H/8, W/8).
+
+        A batch without any voxel (every frame empty, or all its points outside the range or
+        non-finite) gives an all-zero map, as a sparse tensor without sites densifies to; it
+        stays connected to ``features`` so that backward runs. spconv cannot convolve an empty
+        tensor (its ``!empty()`` assert), ops.sparse_conv could: both take this path."""
+        if batch.coords.shape[0] == 0:
+            h, w = self.bev_shape
+            return features.sum() * 0.0 + features.new_zeros(batch.batch_size, self.out_channels,
+                                                              h, w)
         if features.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             # spconv has no bfloat16 CPU kernels: under CPU autocast the encoder runs in float32.
             with torch.autocast("cpu", enabled=False):

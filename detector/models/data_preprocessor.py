@@ -9,6 +9,7 @@ filtering), everything on the model's device: the points through mmengine's ``ca
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -97,6 +98,20 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
         return [s.to(self.device, non_blocking=self._non_blocking) if hasattr(s, "to") else s
                 for s in samples]
 
+    def _finite(self, i: int, p: torch.Tensor) -> torch.Tensor:
+        """Drop points with NaN/inf x, y or z (counted in ``nonfinite_points_dropped``, warned)
+        before they reach the voxelizer, the encoders and the target filter."""
+        if p.ndim != 2 or p.shape[1] < 3 or p.shape[0] == 0:
+            return p
+        finite = torch.isfinite(p[:, :3]).all(1)
+        if bool(finite.all()):
+            return p
+        bad = int((~finite).sum())
+        self.nonfinite_points_dropped = getattr(self, "nonfinite_points_dropped", 0) + bad
+        warnings.warn(f"VoxelDataPreprocessor: inputs['points'][{i}]: dropped {bad} of "
+                      f"{p.shape[0]} points with NaN/inf x, y or z")
+        return p[finite]
+
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
         samples = self.move_samples(data.get("data_samples"))
@@ -107,6 +122,6 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
         points = inputs["points"]
         if isinstance(points, torch.Tensor):
             points = [points]
-        inputs["points"] = [p.float() for p in points]
+        inputs["points"] = [self._finite(i, p.float()) for i, p in enumerate(points)]
         inputs["voxels"] = self.voxelize(inputs["points"], training)
         return dict(inputs=inputs, data_samples=samples)

@@ -43,6 +43,12 @@ class CenterPointDetector(BaseModel):
     ``forward(inputs, data_samples, mode)``: ``inputs`` is the preprocessor's output (or the raw
     ``dict(points=[...])``, which is voxelized on the fly). mode ``"loss"`` -> dict of losses,
     ``"predict"`` -> list[Detections], ``"tensor"`` -> :class:`HeadOutputs`.
+
+    Empty frames (no voxel: 0 points, all outside the range, or all with non-finite
+    coordinates, which the preprocessor drops and counts) run through every backbone
+    implementation: the BEV map is zero, ``"predict"`` gives zero detections for them, and
+    ``"loss"`` trains them as frames without points (the loss from their targets alone: the
+    background heatmap, and any box kept by the dataset's ``min_box_points`` filter).
     """
 
     def __init__(self, data_preprocessor: dict, voxel_encoder: dict, backbone_3d: dict, neck: dict,
@@ -108,4 +114,19 @@ class CenterPointDetector(BaseModel):
             if data_samples is None:
                 raise ValueError("CenterPointDetector.forward(mode='loss') needs data_samples")
             return self.head.loss(outputs, data_samples, inputs.get("points"))
-        return self.head.predict(outputs, data_samples)
+        return self._no_detections_without_points(self.head.predict(outputs, data_samples),
+                                                  inputs["voxels"])
+
+    @staticmethod
+    def _no_detections_without_points(dets: list[Detections], voxels) -> list[Detections]:
+        """A frame without any voxel (0 points, all outside the range, or all non-finite: a
+        sensor dropout) gets zero detections: its BEV map is all zeros, and the head's constant
+        response to that is not evidence of objects."""
+        counts = torch.bincount(voxels.coords[:, 0].long(), minlength=len(dets))
+        out = []
+        for i, d in enumerate(dets):
+            if int(counts[i]) == 0 and len(d):
+                d = Detections(d.boxes[:0], d.scores[:0], d.labels[:0], d.frame_id, d.context_name,
+                               d.timestamp_micros)
+            out.append(d)
+        return out

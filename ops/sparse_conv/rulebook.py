@@ -1,0 +1,318 @@
+"""Rulebooks of 3D sparse convolutions, built with Numba over the sorted keys of the active
+sites (neighbours found by forward-only cursors; a hash collects a regular conv's outputs).
+
+A rulebook here is a dense neighbour table ``nbr`` of shape ``(N_out, K)``, ``K`` the number of
+kernel offsets (``kz * ky * kx``, flattened in that order, as spconv's KRSC weight is):
+``nbr[o, k]`` is the row of the input voxel that kernel offset ``k`` of output ``o`` reads, or
+``N_in`` (one past the last row: the gather reads a zero row there) when that site is empty. Its
+transpose ``inv`` ``(N_in, K)`` gives, for each input row and offset, the output that reads it
+(``N_out`` when none), which the backward pass uses the same way, so both directions are a
+gather followed by a GEMM and no output is ever accumulated by more than one thread.
+
+Geometry (per spatial axis, the usual convolution arithmetic, the same as spconv 2.x):
+
+* regular conv: output ``o`` reads input ``o * stride - padding + k * dilation``; the output
+  extent is ``(n + 2 * padding - dilation * (ksize - 1) - 1) // stride + 1``, and the active
+  outputs are all sites that read at least one active input;
+* submanifold conv: outputs are the input sites (same rows, same order); output ``o`` reads
+  ``o + (k - ksize // 2) * dilation`` (padding is ignored, as in spconv).
+
+Output order of a regular conv: sorted by (batch, z, y, x). Every step is deterministic and
+independent of the number of threads: parallel loops only write rows they own, and the only
+order-dependent step (collecting unique outputs) runs serially and is followed by a sort.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["Rulebook", "build_rulebook", "conv_output_shape"]
+
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)   # 2^64 / golden ratio (Fibonacci hashing)
+
+
+def conv_output_shape(shape: Sequence[int], ksize: Sequence[int], stride: Sequence[int],
+                      padding: Sequence[int], dilation: Sequence[int]) -> list[int]:
+    return [(n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(shape, ksize, stride, padding, dilation)]
+
+
+@njit(cache=True, inline="always")
+def _slot(key, bits):
+    # Runs of 4 cells along x share a hashed tile and take consecutive slots: the 3 x-neighbours
+    # of a lookup are then mostly in the same cache line.
+    tile = np.int64((np.uint64(key >> 2) * _HASH_MUL) >> np.uint64(64 - bits))
+    return (tile & ~np.int64(3)) | (key & 3)
+
+
+@njit(cache=True)
+def _table_bits(n):
+    bits = 4
+    while (1 << bits) < 2 * n:   # load factor <= 1/2: short probe sequences, never full
+        bits += 1
+    return bits
+
+
+@njit(cache=True, parallel=True)
+def _encode(indices, shape, bad):
+    """(b, z, y, x) rows -> int64 keys ((b * D + z) * H + y) * W + x; bad[0] = first row out of
+    the grid (or -1)."""
+    n = indices.shape[0]
+    keys = np.empty(n, np.int64)
+    for i in prange(n):
+        b = np.int64(indices[i, 0])
+        z = np.int64(indices[i, 1])
+        y = np.int64(indices[i, 2])
+        x = np.int64(indices[i, 3])
+        if b < 0 or z < 0 or y < 0 or x < 0 or z >= shape[0] or y >= shape[1] or x >= shape[2]:
+            keys[i] = -1
+        else:
+            keys[i] = ((b * shape[0] + z) * shape[1] + y) * shape[2] + x
+    for i in range(n):
+        if keys[i] < 0:
+            bad[0] = i
+            break
+    return keys
+
+
+@njit(cache=True, inline="always")
+def _advance(skeys, p, t):
+    """First position >= p of the sorted ``skeys`` whose key is >= t (galloping search)."""
+    n = skeys.shape[0]
+    if p >= n or skeys[p] >= t:
+        return p
+    step = 1
+    while p + step < n and skeys[p + step] < t:
+        step *= 2
+    lo = p + step // 2
+    hi = min(p + step, n)
+    while lo < hi:      # skeys[lo] < t <= skeys[hi] (or hi == n)
+        mid = (lo + hi) // 2
+        if skeys[mid] < t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, parallel=True)
+def _neighbour_table(okeys, orows, oshape, skeys, srows, shape, ksize, stride, offset, dilation,
+                     nseg):
+    """nbr[orows[j], k] = input row read by offset k of the j-th output (outputs in key order).
+
+    Output (b, z, y, x) reads input (z * stride + offset + a * dilation, ...) per axis. For a
+    fixed k that input's key grows with the output's key, so one cursor per k walks the
+    sorted input keys ``skeys`` forward (no hashing, sequential reads). The sorted outputs are
+    cut into ``nseg`` contiguous segments, one per parallel task, each writing its own rows."""
+    m = okeys.shape[0]
+    n = skeys.shape[0]
+    kz, ky, kx = ksize[0], ksize[1], ksize[2]
+    nk = kz * ky * kx
+    nbr = np.empty((m, nk), np.int32)
+    step = (m + nseg - 1) // nseg
+    for seg in prange(nseg):
+        cur = np.zeros(nk, np.int64)
+        for j in range(seg * step, min(m, (seg + 1) * step)):
+            key = okeys[j]
+            x = key % oshape[2]
+            r = key // oshape[2]
+            y = r % oshape[1]
+            r = r // oshape[1]
+            z = r % oshape[0]
+            b = r // oshape[0]
+            row = orows[j]
+            k = 0
+            for a in range(kz):
+                zi = z * stride[0] + offset[0] + a * dilation[0]
+                for c in range(ky):
+                    yi = y * stride[1] + offset[1] + c * dilation[1]
+                    for e in range(kx):
+                        xi = x * stride[2] + offset[2] + e * dilation[2]
+                        hit = n
+                        if zi >= 0 and yi >= 0 and xi >= 0 and zi < shape[0] and yi < shape[1] \
+                                and xi < shape[2]:
+                            t = ((b * shape[0] + zi) * shape[1] + yi) * shape[2] + xi
+                            p = _advance(skeys, cur[k], t)
+                            cur[k] = p
+                            if p < n and skeys[p] == t:
+                                hit = srows[p]
+                        nbr[row, k] = hit
+                        k += 1
+    return nbr
+
+
+@njit(cache=True, parallel=True)
+def _decode(okeys, oshape):
+    m = okeys.shape[0]
+    out = np.empty((m, 4), np.int32)
+    for o in prange(m):
+        key = okeys[o]
+        out[o, 3] = key % oshape[2]
+        r = key // oshape[2]
+        out[o, 2] = r % oshape[1]
+        r = r // oshape[1]
+        out[o, 1] = r % oshape[0]
+        out[o, 0] = r // oshape[0]
+    return out
+
+
+@njit(cache=True)
+def _conv_outputs(keys, shape, oshape, ksize, stride, padding, dilation, max_per_input):
+    """Unique keys (in the output grid) of all outputs reading at least one active input,
+    sorted. ``max_per_input``: the most outputs one input can reach (sizes the table)."""
+    n = keys.shape[0]
+    cap = max(16, n * max_per_input)
+    bits = _table_bits(cap)
+    mask = (1 << bits) - 1
+    table = np.full(1 << bits, -1, np.int64)   # keys only
+    out = np.empty(cap, np.int64)
+    m = 0
+    for i in range(n):
+        key = keys[i]
+        x = key % shape[2]
+        r = key // shape[2]
+        y = r % shape[1]
+        r = r // shape[1]
+        z = r % shape[0]
+        b = r // shape[0]
+        for a in range(ksize[0]):
+            tz = z + padding[0] - a * dilation[0]
+            if tz < 0 or tz % stride[0] != 0 or tz // stride[0] >= oshape[0]:
+                continue
+            for c in range(ksize[1]):
+                ty = y + padding[1] - c * dilation[1]
+                if ty < 0 or ty % stride[1] != 0 or ty // stride[1] >= oshape[1]:
+                    continue
+                for e in range(ksize[2]):
+                    tx = x + padding[2] - e * dilation[2]
+                    if tx < 0 or tx % stride[2] != 0 or tx // stride[2] >= oshape[2]:
+                        continue
+                    okey = ((b * oshape[0] + tz // stride[0]) * oshape[1] + ty // stride[1]) \
+                        * oshape[2] + tx // stride[2]
+                    s = _slot(okey, bits)
+                    while table[s] != -1 and table[s] != okey:
+                        s = (s + 1) & mask
+                    if table[s] == -1:
+                        table[s] = okey
+                        out[m] = okey
+                        m += 1
+    return np.sort(out[:m])
+
+
+@njit(cache=True, parallel=True)
+def _transpose(nbr, n_in):
+    """inv[i, k] = o with nbr[o, k] == i, else n_out. Each (i, k) is written at most once (an
+    input is read by at most one output per offset), so the parallel writes never collide."""
+    m, nk = nbr.shape
+    inv = np.full((n_in, nk), m, np.int32)
+    for o in prange(m):
+        for k in range(nk):
+            i = nbr[o, k]
+            if i < n_in:
+                inv[i, k] = o
+    return inv
+
+
+@njit(cache=True, parallel=True)
+def _flip(nbr, n):
+    """Submanifold transpose: i reads o at offset k  <=>  o reads i at offset K - 1 - k."""
+    m, nk = nbr.shape
+    inv = np.empty((m, nk), np.int32)
+    for o in prange(m):
+        for k in range(nk):
+            inv[o, k] = nbr[o, nk - 1 - k]
+    return inv
+
+
+@dataclass
+class Rulebook:
+    """One layer's (or one ``indice_key``'s) gather tables; see the module docstring."""
+    nbr: np.ndarray                  # (N_out, K) int32, N_in = empty
+    n_in: int
+    out_indices: np.ndarray          # (N_out, 4) int32 (b, z, y, x)
+    spatial_shape: list[int]
+    out_spatial_shape: list[int]
+    subm: bool
+    ksize: list[int]
+    stride: list[int]
+    padding: list[int]
+    dilation: list[int]
+    _inv: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_out(self) -> int:
+        return int(self.nbr.shape[0])
+
+    def tensors(self):
+        """(nbr as a torch tensor, a function returning inv as one), both shared, not copied."""
+        import torch
+        nbr = torch.from_numpy(self.nbr)
+        return nbr, lambda: torch.from_numpy(self.inv)
+
+    @property
+    def inv(self) -> np.ndarray:
+        """(N_in, K) int32, N_out = no output reads this input at this offset."""
+        if self._inv is None:
+            if self.subm and all(k % 2 == 1 for k in self.ksize):
+                self._inv = _flip(self.nbr, self.n_in)
+            else:
+                self._inv = _transpose(self.nbr, self.n_in)
+        return self._inv
+
+
+def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Sequence[int],
+                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                   subm: bool) -> Rulebook:
+    """Rulebook of a 3D sparse (``subm=False``) or submanifold conv over active sites
+    ``indices`` ((N, 4) int (b, z, y, x), distinct, inside ``spatial_shape`` (z, y, x))."""
+    idx = np.ascontiguousarray(indices, dtype=np.int32)
+    if idx.ndim != 2 or idx.shape[1] != 4:
+        raise ValueError(f"sparse conv: indices must be (N, 4) (b, z, y, x), got {idx.shape}")
+    shape = np.asarray(spatial_shape, np.int64)
+    ks = np.asarray(ksize, np.int64)
+    st = np.asarray(stride, np.int64)
+    pd = np.asarray(padding, np.int64)
+    dl = np.asarray(dilation, np.int64)
+    n = idx.shape[0]
+    bad = np.full(1, -1, np.int64)
+    keys = _encode(idx, shape, bad)
+    if bad[0] >= 0:
+        raise ValueError(f"sparse conv: indices row {int(bad[0])} = {idx[bad[0]].tolist()} is "
+                         f"outside the spatial shape {list(spatial_shape)} (or has a negative "
+                         "batch index)")
+    order = np.argsort(keys, kind="stable")
+    skeys = keys[order]
+    srows = order.astype(np.int32)
+    if n > 1:
+        same = np.flatnonzero(skeys[1:] == skeys[:-1])
+        if same.size:
+            dup = int(max(order[same[0]], order[same[0] + 1]))
+            raise ValueError(f"sparse conv: indices row {dup} = {idx[dup].tolist()} repeats an "
+                             "earlier row (active sites must be distinct)")
+    common = dict(spatial_shape=[int(v) for v in spatial_shape], subm=subm,
+                  ksize=[int(v) for v in ksize], stride=[int(v) for v in stride],
+                  padding=[int(v) for v in padding], dilation=[int(v) for v in dilation])
+    nseg = max(1, min(64, n // 2048))   # fixed by the size alone, not by the thread count
+    if subm:
+        offset = np.asarray([-(k // 2) * d for k, d in zip(ksize, dilation)], np.int64)
+        nbr = _neighbour_table(skeys, srows, shape, skeys, srows, shape, ks,
+                               np.ones(3, np.int64), offset, dl, nseg)
+        return Rulebook(nbr=nbr, n_in=n, out_indices=idx,
+                        out_spatial_shape=list(common["spatial_shape"]), **common)
+    oshape = conv_output_shape(spatial_shape, ksize, stride, padding, dilation)
+    if min(oshape) < 1:
+        raise ValueError(f"sparse conv: spatial shape {list(spatial_shape)} is too small for "
+                         f"kernel {list(ksize)}, stride {list(stride)}, padding {list(padding)}")
+    oshape_a = np.asarray(oshape, np.int64)
+    max_per = 1
+    for k, st_, d in zip(ksize, stride, dilation):
+        max_per *= k if d != 1 else min(k, -(-k // st_))
+    okeys = _conv_outputs(skeys, shape, oshape_a, ks, st, pd, dl, max_per)
+    m = okeys.shape[0]
+    nbr = _neighbour_table(okeys, np.arange(m, dtype=np.int32), oshape_a, skeys, srows, shape, ks,
+                           st, -pd, dl, max(1, min(64, m // 2048)))
+    return Rulebook(nbr=nbr, n_in=n, out_indices=_decode(okeys, oshape_a), out_spatial_shape=oshape,
+                    **common)
