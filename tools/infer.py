@@ -72,8 +72,8 @@ def main(argv=None) -> int:
 
     from detector.datasets.pointcloud_io import (PointCloudFormatError, detect_format,
                                                  read_point_frames)
-    from detector.engine.inference import (CheckpointMismatchError, inference_detector,
-                                           init_detector)
+    from detector.engine.inference import (CheckpointMismatchError, MissingFeatureWarning,
+                                           inference_detector, init_detector)
     from detector.evaluation.detections_io import FrameDetections, write_detections
     from detector.structures import WAYMO_TYPES
 
@@ -87,7 +87,6 @@ def main(argv=None) -> int:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
     out_dir = Path(args.out_dir)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         model = init_detector(args.config, args.checkpoint, args.device)
     except (FileNotFoundError, ValueError, CheckpointMismatchError) as e:
@@ -102,7 +101,17 @@ def main(argv=None) -> int:
         for path in args.inputs:
             for fr in read_point_frames(path, args.format, bin_columns=args.bin_columns,
                                         lidars=args.lidars, returns=args.returns):
-                det = inference_detector(model, fr.points, source=fr.name)
+                # the input's own warnings (a missing column, dropped points) are printed here,
+                # one line each, whatever filters the caller's process has installed
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", MissingFeatureWarning)
+                    warnings.simplefilter("always", RuntimeWarning)
+                    det = inference_detector(model, fr.points, source=fr.name)
+                for w in caught:
+                    if issubclass(w.category, (MissingFeatureWarning, RuntimeWarning)):
+                        print(f"warning: {w.message}", file=sys.stderr)
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 boxes, scores = det.boxes.numpy(), det.scores.numpy()
                 labels = det.labels.numpy().astype(np.int64)
                 frames.append(FrameDetections(fr.name, boxes, scores, labels, types[labels],

@@ -100,7 +100,9 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
 
     def _finite(self, i: int, p: torch.Tensor) -> torch.Tensor:
         """Drop points with NaN/inf x, y or z (counted in ``nonfinite_points_dropped``, warned)
-        before they reach the voxelizer, the encoders and the target filter."""
+        before they reach the voxelizer, the encoders and the target filter. Applied to CPU
+        tensors (what the data loader gives) before they move; points handed over already on an
+        accelerator are not filtered, since that would read a value back to the host."""
         if p.ndim != 2 or p.shape[1] < 3 or p.shape[0] == 0:
             return p
         finite = torch.isfinite(p[:, :3]).all(1)
@@ -113,8 +115,6 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
         return p[finite]
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        data = self.cast_data(data)
-        samples = self.move_samples(data.get("data_samples"))
         inputs = dict(data["inputs"])
         if "points" not in inputs:
             raise KeyError("VoxelDataPreprocessor expects data['inputs']['points'] "
@@ -122,6 +122,13 @@ class VoxelDataPreprocessor(BaseDataPreprocessor):
         points = inputs["points"]
         if isinstance(points, torch.Tensor):
             points = [points]
-        inputs["points"] = [self._finite(i, p.float()) for i, p in enumerate(points)]
+        # non-finite points leave while the batch is still where the loader made it (the CPU):
+        # a mask there costs no device-to-host read
+        inputs["points"] = [self._finite(i, p) if p.device.type == "cpu" else p
+                            for i, p in enumerate(points)]
+        data = self.cast_data({**data, "inputs": inputs})
+        samples = self.move_samples(data.get("data_samples"))
+        inputs = dict(data["inputs"])
+        inputs["points"] = [p.float() for p in inputs["points"]]
         inputs["voxels"] = self.voxelize(inputs["points"], training)
         return dict(inputs=inputs, data_samples=samples)
