@@ -1,6 +1,6 @@
 """The named things that flow between pipeline stages (instead of one shared mutable dict).
 
-Box convention (ARCHITECTURE.md): ``(cx, cy, cz, length, width, height, heading)`` float32 in
+Box convention (docs/ARCHITECTURE.md): ``(cx, cy, cz, length, width, height, heading)`` float32 in
 the vehicle frame, heading counter-clockwise from +x in [-pi, pi). Class labels are indices into
 the model's ``class_names`` (e.g. ``("VEHICLE",)``); Waymo label types are mapped at the dataset
 boundary (``WAYMO_TYPES``).

@@ -18,7 +18,7 @@ from oracle import run_oracle
 
 
 def _reference_points(frame: dataset_pb2.Frame, returns=(1, 2)) -> np.ndarray:
-    """WAYMO.md "Range image -> points", one pixel at a time, straight from the proto."""
+    """docs/WAYMO.md "Range image -> points", one pixel at a time, straight from the proto."""
     pose = np.array(frame.pose.transform, dtype=np.float64).reshape(4, 4)
     calibs = {c.name: c for c in frame.context.laser_calibrations}
     top_pose = None

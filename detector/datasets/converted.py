@@ -1,6 +1,6 @@
 """Converted Waymo data: the on-disk format written by ``tools/convert_waymo.py`` and its readers.
 
-Training code reads converted data ONLY through this module (ARCHITECTURE.md, "Data flow").
+Training code reads converted data ONLY through this module (docs/ARCHITECTURE.md, "Data flow").
 Nothing here unpickles: indices are ``.npz`` files of plain arrays loaded with
 ``allow_pickle=False`` and JSON manifests, so loading an index can never execute code.
 

@@ -9,7 +9,7 @@
 * ``num_lidar_points_in_box``: decoded points of all five lidars and both returns inside the box
   (closed box test in the box frame); ``num_top_lidar_points_in_box``: the TOP lidar's share.
 * ``detection_difficulty_level``: LEVEL_2 when the box has <= 5 points, else left UNKNOWN (0),
-  which the official metric treats as LEVEL_1 (docs WAYMO.md, "Official 3D detection metric";
+  which the official metric treats as LEVEL_1 (docs/WAYMO.md, "Official 3D detection metric";
   real frames leave most labels at UNKNOWN too).
 * Metadata speed / acceleration: the object's global velocity and acceleration expressed in the
   frame's vehicle axes.

@@ -1,4 +1,4 @@
-"""Waymo Open Dataset (perception v1) data layer (docs WAYMO.md).
+"""Waymo Open Dataset (perception v1) data layer (docs/WAYMO.md).
 
 - ``tfrecord``: CRC-checked TFRecord reading (``read_tfrecord``, ``TFRecordError``, skip mode
   with ``SkippedRecord`` reports) and atomic writing (``write_tfrecord``);
