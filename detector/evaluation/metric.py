@@ -5,7 +5,7 @@ batch (whose ``Det3DSample.meta["eval_gt"]`` carries each frame's unaugmented gr
 the model's types). :meth:`compute_metrics` prepares the ground truth the official way
 (``prepare_ground_truth``: drop boxes without points, UNKNOWN difficulty -> LEVEL_1/2 by point
 count), maps class indices back to Waymo types through the model's ``class_names``, and runs
-``compute_detection_metrics`` (WAYMO.md, "Official 3D detection metric"; default config:
+``compute_detection_metrics`` (docs/WAYMO.md, "Official 3D detection metric"; default config:
 OBJECT_TYPE and RANGE breakdowns, LEVEL_1 and LEVEL_2).
 
 Reported to mmengine as flat ``"<breakdown>/AP"`` and ``"<breakdown>/APH"`` keys; optionally
@@ -67,42 +67,10 @@ def evaluate_frames(frames: Sequence[dict], breakdowns=("OBJECT_TYPE", "RANGE"),
     return result
 
 
-def format_table(result: dict) -> str:
-    try:
-        from .waymo import format_metrics_table
-        return format_metrics_table(result)
-    except ImportError:  # until the metrics module provides its formatter
-        rows = [f"{'breakdown':<48} {'AP':>8} {'APH':>8} {'#gt':>6}"]
-        for k, v in result.items():
-            rows.append(f"{k:<48} {v['AP']:8.4f} {v['APH']:8.4f} {int(v.get('num_gt', 0)):6d}")
-        return "\n".join(rows)
-
-
 def _write_json_atomic(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def _write_objects(path, context_names, timestamps, boxes, types, scores) -> None:
-    """Minimal ``metrics_pb2.Objects`` writer (atomic)."""
-    from waymo_open_dataset.protos import metrics_pb2
-
-    objs = metrics_pb2.Objects()
-    for c, t, b, ty, sc in zip(context_names, timestamps, boxes, types, scores):
-        o = objs.objects.add()
-        o.context_name = str(c)
-        o.frame_timestamp_micros = int(t)
-        o.score = float(sc)
-        o.object.type = int(ty)
-        bx = o.object.box
-        bx.center_x, bx.center_y, bx.center_z = (float(v) for v in b[:3])
-        bx.length, bx.width, bx.height, bx.heading = (float(v) for v in b[3:7])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(objs.SerializeToString())
     os.replace(tmp, path)
 
 
@@ -161,11 +129,13 @@ class WaymoMetric(BaseMetric):
                 gt_num_points=np.asarray(gt["num_points"], np.int64)))
 
     def compute_metrics(self, results: list) -> dict:
+        from .waymo import format_metrics_table
+
         types = _types_of(self._classes())
         result = evaluate_frames(results, self.breakdowns, types)
         self.last_result = result
         if self.print_table:
-            print_log("\n" + format_table(result), logger="current")
+            print_log("\n" + format_metrics_table(result), logger="current")
         summary = {k: {"AP": float(v["AP"]), "APH": float(v["APH"])} for k, v in result.items()}
         if self.metrics_json:
             _write_json_atomic(Path(self.metrics_json), summary)
@@ -179,10 +149,7 @@ class WaymoMetric(BaseMetric):
         return out
 
     def _write_submission(self, results: list) -> None:
-        try:
-            from .waymo import write_objects
-        except ImportError:  # until the metrics module provides it
-            write_objects = _write_objects
+        from .waymo import write_objects
 
         n = [len(r["pred_scores"]) for r in results]
         write_objects(self.submission_path,
