@@ -17,7 +17,7 @@ from detector.datasets.converted import load_gt_database, load_index, load_point
 from detector.datasets.waymo import decode_frame, write_tfrecord
 from detector.datasets.waymo import conversion
 from detector.datasets.waymo.conversion import convert
-from detector.datasets.waymo.testing import make_test_frame
+from detector.testing.waymo_frame import make_test_frame
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))

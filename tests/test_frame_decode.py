@@ -12,7 +12,7 @@ from waymo_open_dataset import dataset_pb2, label_pb2
 
 from detector.datasets.waymo import POINT_COLUMNS, FrameDecodeError, decode_frame, read_tfrecord
 from detector.datasets.waymo import frame as frame_mod
-from detector.datasets.waymo.testing import make_test_frame, matrix_float
+from detector.testing.waymo_frame import make_test_frame, matrix_float
 from oracle import run_oracle
 
 

@@ -17,7 +17,7 @@ from detector.evaluation.waymo import (average_precision, breakdown_names, compu
                                        read_objects, write_objects)
 from detector.evaluation.waymo.metrics import (DEFAULT_SCORE_CUTOFFS, _assign_max,
                                                _average_precision_py, _heading_accuracy)
-from detector.evaluation.waymo.synthetic import prepared, random_dataset
+from detector.testing.metric_data import prepared, random_dataset
 from ops.iou3d import boxes_iou3d
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from detector.evaluation.waymo import compute_detection_metrics, prepare_ground_truth, read_objects
-from detector.evaluation.waymo.synthetic import prepared, random_dataset
+from detector.testing.metric_data import prepared, random_dataset
 
 pytestmark = pytest.mark.oracle
 TOL = 1e-6
