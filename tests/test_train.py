@@ -111,9 +111,10 @@ def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_
     assert all(o.object.type == 1 and 0 <= o.score <= 1 for o in objs.objects)
 
 
-def test_runs_started_within_one_second_get_their_own_logger():
+def test_runs_started_within_one_second_get_their_own_logger(monkeypatch):
     """mmengine reuses a logger by name (<config>_<second>): build_runner waits for a second
-    whose name is unused, so a second run never writes into the first run's log or stdout."""
+    whose name is unused, so a second run never writes into the first run's log or stdout.
+    On a fake clock (a second in 2001), so no other run's logger can interfere."""
     import time
 
     from mmengine.config import Config
@@ -121,12 +122,22 @@ def test_runs_started_within_one_second_get_their_own_logger():
 
     from detector.engine.runner import _wait_for_unused_run_name
 
+    clock = [1e9 + 0.25]
+    slept = []
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), clock.__setitem__(0, clock[0] + s)))
     cfg = Config.fromfile(str(TINY_CONFIG))
-    taken = f"{TINY_CONFIG.stem}_{time.strftime('%Y%m%d_%H%M%S')}"
+
+    def name_now():
+        return f"{TINY_CONFIG.stem}_{time.strftime('%Y%m%d_%H%M%S', time.localtime(clock[0]))}"
+
+    _wait_for_unused_run_name(cfg)
+    assert slept == []                              # the name is free: no wait
+    taken = name_now()
     MMLogger.get_instance(taken)
     try:
         _wait_for_unused_run_name(cfg)
-        assert f"{TINY_CONFIG.stem}_{time.strftime('%Y%m%d_%H%M%S')}" != taken
+        assert len(slept) == 1 and 0.75 < slept[0] < 0.8 and name_now() != taken
     finally:
         MMLogger._instance_dict.pop(taken, None)
 
