@@ -5,7 +5,7 @@ what the model hands back to the evaluator and the tools (``Det3DSample``, ``Eva
 ``Detections``); ``models/types.py`` holds what flows between the model's own stages (voxels,
 head outputs, training targets) and never leaves the model.
 
-Box convention (ARCHITECTURE.md): ``(cx, cy, cz, length, width, height, heading)`` float32 in
+Box convention (docs/ARCHITECTURE.md): ``(cx, cy, cz, length, width, height, heading)`` float32 in
 the vehicle frame, heading counter-clockwise from +x in [-pi, pi). Class labels are indices into
 the model's ``class_names`` (e.g. ``("VEHICLE",)``); Waymo label types are mapped at the dataset
 boundary (``WAYMO_TYPES``).

@@ -201,7 +201,7 @@ def graddrop_combine(grads: Sequence[Optional[Tensor]], activation: Tensor,
                      random_sign: bool = False, eps: float = 1e-7,
                      generator: Optional[torch.Generator] = None,
                      backend: str = "auto") -> Tensor:
-    """Combine per-task gradients of one shared activation with GradDrop (GRADDROP.md).
+    """Combine per-task gradients of one shared activation with GradDrop (docs/GRADDROP.md).
 
     Args:
         grads: k gradients ``dL_i/dA`` shaped like ``activation`` (one dtype for all), or ``None``

@@ -1,8 +1,8 @@
 """Rotated-box IoU (bird's-eye view and 3D) and BEV non-maximum suppression.
 
-Boxes are ``(cx, cy, cz, length, width, height, heading)`` (ARCHITECTURE.md): length runs along
+Boxes are ``(cx, cy, cz, length, width, height, heading)`` (docs/ARCHITECTURE.md): length runs along
 the heading, heading counter-clockwise from +x. The definition is the one of the official Waymo
-3D detection metric (docs WAYMO.md, "Official 3D detection metric", item 7):
+3D detection metric (docs/WAYMO.md, "Official 3D detection metric", item 7):
 
 * computed in float64 from the (usually float32) inputs;
 * a box with any size (length, width, and for 3D also height) <= 0.01 or >= 1e6 - or a non

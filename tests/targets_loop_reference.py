@@ -7,8 +7,8 @@ from typing import Sequence
 
 import torch
 
-from detector.models.targets import (BEVGrid, axis_angle, gaussian_radius, points_in_boxes_count,
-                                     reg_branches)
+from detector.models.targets import BEVGrid, axis_angle, gaussian_radius, reg_branches
+from ops.boxes import points_in_boxes
 
 
 def draw_gaussian_loop(heatmap: torch.Tensor, cx: int, cy: int, radius: int) -> None:
@@ -53,7 +53,7 @@ def encode_targets_loop(gt_boxes, gt_labels, group_classes: Sequence[int], grid:
     if range_filter == "center_3d":
         keep &= (boxes[:, 2] >= pcr[2]) & (boxes[:, 2] < pcr[5])
     if min_points_in_box > 0 and points is not None:
-        keep &= points_in_boxes_count(points.float(), boxes) >= min_points_in_box
+        keep &= points_in_boxes(points.float(), boxes).sum(0) >= min_points_in_box
     idx = torch.nonzero(keep).flatten()[:max_objs]
     if idx.numel() == 0:
         return out

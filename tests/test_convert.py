@@ -16,8 +16,8 @@ from detector.datasets import converted
 from detector.datasets.converted import load_gt_database, load_index, load_points, make_frame_id
 from detector.datasets.waymo import decode_frame, write_tfrecord
 from detector.datasets.waymo import conversion
-from detector.datasets.waymo.conversion import convert, points_in_boxes
-from detector.datasets.waymo.testing import make_test_frame
+from detector.datasets.waymo.conversion import convert
+from detector.testing.waymo_frame import make_test_frame
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -70,25 +70,6 @@ def _points_in_boxes_reference(xyz, boxes):
         out.append(np.flatnonzero((np.abs(lx) <= b[3] / 2) & (np.abs(ly) <= b[4] / 2) &
                                   (np.abs(d[:, 2]) <= b[5] / 2)))
     return out
-
-
-def test_points_in_boxes_matches_reference():
-    rng = np.random.default_rng(0)
-    xyz = rng.uniform(-10, 10, (20000, 3)).astype(np.float32)
-    boxes = np.concatenate([rng.uniform(-8, 8, (40, 3)), rng.uniform(0.5, 6, (40, 3)),
-                            rng.uniform(-np.pi, np.pi, (40, 1))], 1).astype(np.float32)
-    offs, idx = points_in_boxes(xyz, boxes)
-    ref = _points_in_boxes_reference(xyz, boxes)
-    assert sum(len(r) for r in ref) > 1000
-    for b, r in enumerate(ref):
-        np.testing.assert_array_equal(idx[offs[b]:offs[b + 1]], r)
-    # far-away points force a coarser grid; float64 input; no boxes; no points
-    xyz[:3] *= 1e5
-    offs, idx = points_in_boxes(xyz.astype(np.float64), boxes, cell=0.5)
-    for b, r in enumerate(_points_in_boxes_reference(xyz, boxes)):
-        np.testing.assert_array_equal(idx[offs[b]:offs[b + 1]], r)
-    assert points_in_boxes(xyz, boxes[:0])[0].tolist() == [0]
-    assert points_in_boxes(xyz[:0], boxes)[0].tolist() == [0] * 41
 
 
 def test_converted_content(segs, reference_root):
@@ -331,7 +312,7 @@ def test_index_never_unpickles(reference_root, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # v2 (Parquet) input, bad input, options, corrupt converted data, orphaned workers
 def _v1_v2_segments(tmp: Path, n_seg=2, n_frames=3):
-    from detector.datasets.waymo.testing_v2 import make_test_segment, write_v2_segment
+    from detector.testing.waymo_v2 import make_test_segment, write_v2_segment
     v1, v2 = tmp / "v1", tmp / "v2"
     v1.mkdir(parents=True)
     for s in range(n_seg):

@@ -12,13 +12,13 @@ from waymo_open_dataset import dataset_pb2, label_pb2
 
 from detector.datasets.waymo import POINT_COLUMNS, FrameDecodeError, decode_frame, read_tfrecord
 from detector.datasets.waymo import frame as frame_mod
-from detector.datasets.waymo.testing import make_test_frame, matrix_float
+from detector.testing.waymo_frame import make_test_frame, matrix_float
 from oracle import run_oracle
 
 
 
 def _reference_points(frame: dataset_pb2.Frame, returns=(1, 2)) -> np.ndarray:
-    """WAYMO.md "Range image -> points", one pixel at a time, straight from the proto."""
+    """docs/WAYMO.md "Range image -> points", one pixel at a time, straight from the proto."""
     pose = np.array(frame.pose.transform, dtype=np.float64).reshape(4, 4)
     calibs = {c.name: c for c in frame.context.laser_calibrations}
     top_pose = None

@@ -156,7 +156,7 @@ def test_torch_backend_never_reads_values_on_the_host():
 
 
 # ------------------------------------------------------------------------------------------
-# The properties listed in GRADDROP.md.
+# The properties listed in docs/GRADDROP.md.
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch_separated", [True, False])

@@ -1,6 +1,6 @@
 """GradDrop under DistributedDataParallel: two CPU processes (gloo), a tiny two-head model.
 
-GRADDROP.md: each rank applies GradDrop to its own local batch before DDP all-reduces the
+docs/GRADDROP.md: each rank applies GradDrop to its own local batch before DDP all-reduces the
 parameter gradients; no extra synchronisation is needed. The ranks use different data and
 different GradDrop generators, so their local gradients differ, and the parameters must still be
 identical on both ranks after every step.

@@ -96,7 +96,7 @@ def test_wrong_formats_name_the_file_and_the_formats_tried(setup, tmp_path):
     # Waymo v2 Parquet: SPLIT/lidar/CONTEXT.parquet read with its sibling components, the same
     # points as the v1 decoder gives for the same frames
     from detector.datasets.waymo import decode_frame
-    from detector.datasets.waymo.testing_v2 import make_test_segment, write_v2_segment
+    from detector.testing.waymo_v2 import make_test_segment, write_v2_segment
     frames = make_test_segment(2, seed=3, scale=0.05, context_name="ctx_infer")
     paths = write_v2_segment(tmp_path / "v2", frames)
     got = list(read_point_frames(paths["lidar"]))

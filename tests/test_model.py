@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import detector.models  # noqa: F401  (registers the modules)
-from detector.models.synthetic_frame import make_frame
+from detector.testing.model_frame import make_frame
 from detector.registry import MODELS
 from detector.structures import Det3DSample, Detections
 from ops.graddrop import graddrop_combine

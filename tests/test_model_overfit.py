@@ -10,7 +10,7 @@ import copy
 import torch
 
 import detector.models  # noqa: F401
-from detector.models.synthetic_frame import make_frame
+from detector.testing.model_frame import make_frame
 from detector.registry import MODELS
 from detector.structures import Det3DSample
 from ops.iou3d import boxes_iou3d

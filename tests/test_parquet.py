@@ -11,7 +11,7 @@ import pytest
 
 from detector.datasets.waymo import decode_frame, read_tfrecord
 from detector.datasets.waymo.parquet import V2FormatError, iter_v2_frames, list_v2_segments
-from detector.datasets.waymo.testing_v2 import SCHEMAS, make_test_segment, write_v2_segment
+from detector.testing.waymo_v2 import SCHEMAS, make_test_segment, write_v2_segment
 from oracle import run_oracle
 
 FIELDS = ("points", "boxes", "types", "difficulty", "num_points_in_box", "num_top_points_in_box",

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from detector.models.targets import (BEVGrid, add_neighbour_slots, decode_boxes, decode_heatmap, draw_gaussian,
-                                     encode_targets, gaussian_radius, points_in_boxes_count,
-                                     reg_branches, wrap_heading)
+                                     encode_targets, gaussian_radius, reg_branches)
+from ops.boxes import wrap_angle
 
 GRID = BEVGrid((-40.0, -32.0, -2.0, 40.0, 32.0, 4.0), (0.2, 0.2, 0.25), 4.0)  # 0.8 m cells, 80 x 100
 
@@ -94,7 +94,7 @@ def _perfect_maps(t, num_classes):
 
 
 def _heading_diff(a, b):
-    return torch.abs(wrap_heading(a - b))
+    return torch.abs(wrap_angle(a - b))
 
 
 @pytest.mark.parametrize("encoding", ["sincos", "axis_dir"])
@@ -131,7 +131,7 @@ def test_axis_dir_targets_are_reversal_blind_except_the_direction_bit():
     target differs. With sin/cos targets the two readings pull opposite ways."""
     boxes = _random_boxes(30, 7)
     flipped = boxes.clone()
-    flipped[:, 6] = wrap_heading(boxes[:, 6] + math.pi)
+    flipped[:, 6] = wrap_angle(boxes[:, 6] + math.pi)
     labels = torch.zeros(30, dtype=torch.long)
     a = encode_targets(boxes, labels, [0], GRID, heading_encoding="axis_dir")
     b = encode_targets(flipped, labels, [0], GRID, heading_encoding="axis_dir")
@@ -228,13 +228,6 @@ def test_iou_rectification_reorders_scores_and_thresholds_the_heatmap_score():
     torch.testing.assert_close(plain.sort(descending=True).values, probs[:2])
 
 
-def test_wrap_heading_range():
-    a = torch.tensor([-math.pi, math.pi, 3 * math.pi, -3 * math.pi - 0.1, 0.5, 7.0], dtype=torch.float64)
-    w = wrap_heading(a)
-    assert torch.all(w >= -math.pi) and torch.all(w < math.pi)
-    assert torch.allclose(torch.sin(w), torch.sin(a)) and torch.allclose(torch.cos(w), torch.cos(a))
-
-
 def test_range_filter_and_class_selection():
     boxes = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],      # kept
                           [45.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],     # x outside the range
@@ -261,23 +254,6 @@ def test_min_points_in_box_drops_empty_boxes():
     t2 = encode_targets(boxes, torch.zeros(2, dtype=torch.long), [0], GRID, points=pts,
                         min_points_in_box=3)
     assert int(t2.mask.sum()) == 0 and t2.heatmap.sum() == 0
-
-
-def _inside_reference(p, box):
-    dx, dy, dz = p[0] - box[0], p[1] - box[1], p[2] - box[2]
-    c, s = math.cos(box[6]), math.sin(box[6])
-    lx, ly = dx * c + dy * s, -dx * s + dy * c
-    return abs(lx) <= box[3] / 2 and abs(ly) <= box[4] / 2 and abs(dz) <= box[5] / 2
-
-
-def test_points_in_boxes_count_matches_reference():
-    g = torch.Generator().manual_seed(3)
-    boxes = torch.cat([torch.rand(6, 3, generator=g) * 6 - 3, torch.rand(6, 3, generator=g) * 3 + 1,
-                       torch.rand(6, 1, generator=g) * 2 * math.pi - math.pi], 1).double()
-    pts = (torch.rand(500, 3, generator=g) * 10 - 5).double()
-    ref = [sum(_inside_reference(p, b) for p in pts.tolist()) for b in boxes.tolist()]
-    assert points_in_boxes_count(pts, boxes).tolist() == ref
-    assert sum(ref) > 0
 
 
 def _messy_boxes(m, g):

@@ -100,6 +100,8 @@ def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_
         assert set(v) == {"AP", "APH"} and 0.0 <= v["APH"] <= v["AP"] <= 1.0
     out = capsys.readouterr()
     assert "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1" in out.out + out.err
+    logs = list(tmp_path.glob("*/*.log"))       # and in this run's own log file
+    assert len(logs) == 1 and "RANGE_TYPE_VEHICLE_[30, 50)_LEVEL_2" in logs[0].read_text()
     objs = metrics_pb2.Objects()
     objs.ParseFromString(sub.read_bytes())
     from detector.datasets.converted import load_index
@@ -108,6 +110,37 @@ def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_
     assert {o.context_name for o in objs.objects} <= {r.context_name for r in val}
     assert {o.frame_timestamp_micros for o in objs.objects} <= {r.timestamp_micros for r in val}
     assert all(o.object.type == 1 and 0 <= o.score <= 1 for o in objs.objects)
+
+
+def test_runs_started_within_one_second_get_their_own_logger(monkeypatch):
+    """mmengine reuses a logger by name (<config>_<second>): build_runner waits for a second
+    whose name is unused, so a second run never writes into the first run's log or stdout.
+    On a fake clock (a second in 2001), so no other run's logger can interfere."""
+    import time
+
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+
+    from detector.engine.runner import _wait_for_unused_run_name
+
+    clock = [1e9 + 0.25]
+    slept = []
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", lambda s: (slept.append(s), clock.__setitem__(0, clock[0] + s)))
+    cfg = Config.fromfile(str(TINY_CONFIG))
+
+    def name_now():
+        return f"{TINY_CONFIG.stem}_{time.strftime('%Y%m%d_%H%M%S', time.localtime(clock[0]))}"
+
+    _wait_for_unused_run_name(cfg)
+    assert slept == []                              # the name is free: no wait
+    taken = name_now()
+    MMLogger.get_instance(taken)
+    try:
+        _wait_for_unused_run_name(cfg)
+        assert len(slept) == 1 and 0.75 < slept[0] < 0.8 and name_now() != taken
+    finally:
+        MMLogger._instance_dict.pop(taken, None)
 
 
 def test_unknown_module_fails_at_startup_naming_the_key(root, tmp_path, capsys):

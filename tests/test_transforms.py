@@ -6,7 +6,8 @@ import pytest
 
 from detector.datasets.transforms import (
     GlobalRotScaleTrans, ObjectRangeFilter, ObjectSample, PointShuffle, PointsRangeFilter,
-    RandomFlip3D, bev_boxes_overlap, box_corners_bev, points_in_boxes, wrap_angle)
+    RandomFlip3D, bev_boxes_overlap, box_corners_bev)
+from ops.boxes import points_in_boxes, wrap_angle
 
 
 def _scene(seed=0, n_boxes=4, pts_per_box=50):
@@ -48,28 +49,6 @@ def _point_box_frame(r):
         c, s = np.cos(b[6]), np.sin(b[6])
         out.append(np.c_[p[:, 0] * c + p[:, 1] * s, -p[:, 0] * s + p[:, 1] * c, p[:, 2]])
     return inside, out
-
-
-def test_wrap_angle_range():
-    a = np.linspace(-20, 20, 1001)
-    w = wrap_angle(a)
-    assert np.all(w >= -np.pi) and np.all(w < np.pi)
-    np.testing.assert_allclose(np.cos(w), np.cos(a), atol=1e-9)
-    np.testing.assert_allclose(np.sin(w), np.sin(a), atol=1e-9)
-
-
-def test_points_in_boxes_matches_bruteforce():
-    rng = np.random.default_rng(1)
-    boxes = np.c_[rng.uniform(-5, 5, (6, 3)), rng.uniform(1, 4, (6, 3)), rng.uniform(-3, 3, 6)]
-    pts = rng.uniform(-8, 8, (500, 3))
-    got = points_in_boxes(pts, boxes)
-    for m, b in enumerate(boxes):
-        for n, p in enumerate(pts):
-            d = p - b[:3]
-            lx = np.cos(-b[6]) * d[0] - np.sin(-b[6]) * d[1]
-            ly = np.sin(-b[6]) * d[0] + np.cos(-b[6]) * d[1]
-            ref = abs(lx) <= b[3] / 2 and abs(ly) <= b[4] / 2 and abs(d[2]) <= b[5] / 2
-            assert got[n, m] == ref
 
 
 def test_bev_overlap_against_sampling():

@@ -403,11 +403,8 @@ def test_read_submission_matches_the_proto(shared_waymo):
         np.testing.assert_allclose(sub.boxes[i], [b.center_x, b.center_y, b.center_z, b.length,
                                                   b.width, b.height, b.heading], rtol=1e-6)
         assert sub.scores[i] == np.float32(o.score) and sub.types[i] == o.object.type
-    # The private fallback parser (used when detector.evaluation is absent) reads the same.
-    from detector.visualization.predictions import _read_objects_fallback
-    fallback = _read_objects_fallback(path)
-    for key in ("context_names", "timestamps_micros", "boxes", "types", "scores"):
-        np.testing.assert_array_equal(fallback[key], getattr(sub, key), err_msg=key)
+    assert sub.context_names[0] == objs.objects[0].context_name
+    assert sub.timestamps_micros[-1] == objs.objects[-1].frame_timestamp_micros
     o = objs.objects[0]
     frame = sub.for_frame(o.context_name, o.frame_timestamp_micros)
     expected = sum(1 for x in objs.objects if (x.context_name, x.frame_timestamp_micros)

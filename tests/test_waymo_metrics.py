@@ -17,7 +17,7 @@ from detector.evaluation.waymo import (average_precision, breakdown_names, compu
                                        read_objects, write_objects)
 from detector.evaluation.waymo.metrics import (DEFAULT_SCORE_CUTOFFS, _assign_max,
                                                _average_precision_py, _heading_accuracy)
-from detector.evaluation.waymo.synthetic import prepared, random_dataset
+from detector.testing.metric_data import prepared, random_dataset
 from ops.iou3d import boxes_iou3d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_small_cases_by_hand():
 
 def reference_metrics(d, cutoffs=DEFAULT_SCORE_CUTOFFS, thresholds=(0.0, 0.7, 0.5, 0.5, 0.5)):
     """Obviously-correct and slow: for every breakdown shard, frame and cutoff, build the full
-    weight matrix and solve it with scipy; count TP / FP / FN as in WAYMO.md."""
+    weight matrix and solve it with scipy; count TP / FP / FN as in docs/WAYMO.md."""
     pb, gb = d["pred_boxes"], d["gt_boxes"]
     pn = d.get("pred_overlap_nlz", np.zeros(len(pb), bool))
     band = lambda b: np.searchsorted([30.0, 50.0], np.sqrt((b[:, :3].astype(np.float64) ** 2).sum(1)), "right")  # noqa: E731

@@ -1,13 +1,13 @@
 """The Waymo metric against the official op (py_metrics_ops.detection_metrics) in the oracle
 venv: random datasets full of corner cases, pinned corner-case behaviour, and the official test
-files. "Matches" means every breakdown's AP and APH within 1e-6 (WAYMO.md)."""
+files. "Matches" means every breakdown's AP and APH within 1e-6 (docs/WAYMO.md)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from detector.evaluation.waymo import compute_detection_metrics, prepare_ground_truth, read_objects
-from detector.evaluation.waymo.synthetic import prepared, random_dataset
+from detector.testing.metric_data import prepared, random_dataset
 
 pytestmark = pytest.mark.oracle
 TOL = 1e-6

@@ -372,7 +372,7 @@ def check_training(device: str = "cuda", amp: bool = False, data_root: Path | No
 
 # ------------------------------------------------------------------------------- 5. throughput
 def _synthetic_batch(n: int, seed: int, frame_kwargs: dict, class_count: int = 1):
-    from detector.models.synthetic_frame import make_frame
+    from detector.testing.model_frame import make_frame
     from detector.structures import Det3DSample
     pts, samples = [], []
     for i in range(n):

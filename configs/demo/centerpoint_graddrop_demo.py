@@ -1,19 +1,17 @@
 # The demo: a small GradDrop vehicle detector that trains on synthetic segments on a 2-core CPU
 # in a quarter of an hour (`make demo`). Same architecture as the Waymo config, scaled down: a
 # +-38.4 m square, 0.2 x 0.2 x 0.3 m voxels, a quarter of the channels, the BEV map upsampled to
-# 0.8 m cells, 30 epochs over 36 frames. It scores vehicle L1 AP 0.702 on the synthetic val split
-# (seed 0; 0.690 on average over seeds 0-2). Departures from the Waymo config, each measured in
-# docs/benchmarks/training.md (L1 AP at IoU 0.7):
+# 0.8 m cells, 30 epochs over 36 frames. Its scores (vehicle AP / APH on the synthetic val split)
+# and the runs behind each departure from the Waymo config are in docs/benchmarks/training.md:
 # - heading encoded as the box axis (sin/cos of twice the angle) plus a front/back direction
 #   logit (heading_encoding="axis_dir"): the synthetic cars' front and back differ only slightly,
-#   and CenterPoint's sin/cos targets of the two readings pulled the regression apart (0.295 ->
-#   0.664, on an earlier copy of the demo data);
+#   and CenterPoint's sin/cos targets of the two readings pulled the regression apart;
 # - regression also supervised at the 8 cells around each centre (train_cfg.reg_radius=1), so a
-#   heatmap peak one cell off still decodes a good box (0.466 -> 0.583 on the current data);
-# - regression loss weights 0.5 instead of CenterPoint's 0.25: in 540 steps the heading barely
-#   trained at 0.25 (0.436 -> 0.688 with the IoU branch; heading error 9.0 -> 2.8 degrees);
+#   heatmap peak one cell off still decodes a good box;
+# - regression loss weights 0.5 instead of CenterPoint's 0.25: in a schedule of a few hundred
+#   steps the heading barely trains at 0.25;
 # - an IoU branch whose prediction rescores detections as score^0.32 * IoU^0.68 (AFDetV2's
-#   rectification): +0.014 / +0.028 / +0.055 on three checkpoints, 0.688 -> 0.702 on the final one.
+#   rectification), which ranks well-localised boxes first.
 _base_ = [
     "../_base_/models/centerpoint_graddrop_waymo.py",
     "../_base_/datasets/synthetic_demo.py",

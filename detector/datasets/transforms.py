@@ -21,20 +21,17 @@ from typing import Sequence
 
 import numpy as np
 
+from ops.boxes import points_in_boxes, wrap_angle
+
 from ..registry import TRANSFORMS
 
 __all__ = [
-    "wrap_angle", "box_corners_bev", "bev_boxes_overlap", "points_in_boxes",
+    "box_corners_bev", "bev_boxes_overlap",
     "ObjectSample", "RandomFlip3D", "GlobalRotScaleTrans", "PointsRangeFilter",
     "ObjectRangeFilter", "PointShuffle", "Compose",
 ]
 
 _BOX_KEYS = ("gt_boxes", "gt_labels", "gt_types", "gt_difficulty", "gt_num_points")
-
-
-def wrap_angle(theta: np.ndarray) -> np.ndarray:
-    """Wrap angles into [-pi, pi)."""
-    return ((theta + np.pi) % (2 * np.pi) - np.pi).astype(np.asarray(theta).dtype, copy=False)
 
 
 def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
@@ -67,20 +64,6 @@ def bev_boxes_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     pb = np.einsum("abxk,bck->abxc", all_axes, cb)
     separated = (pa.max(-1) < pb.min(-1)) | (pb.max(-1) < pa.min(-1))
     return ~separated.any(-1)
-
-
-def points_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(N, M) bool: is point n inside box m (3D, closed)?"""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
-    xyz = np.asarray(points, dtype=np.float64)[:, :3]
-    if len(boxes) == 0 or len(xyz) == 0:
-        return np.zeros((len(xyz), len(boxes)), dtype=bool)
-    d = xyz[:, None, :] - boxes[None, :, :3]
-    c, s = np.cos(boxes[:, 6]), np.sin(boxes[:, 6])
-    lx = d[..., 0] * c + d[..., 1] * s   # rotate into the box frame (by -heading)
-    ly = -d[..., 0] * s + d[..., 1] * c
-    return ((np.abs(lx) <= boxes[:, 3] / 2) & (np.abs(ly) <= boxes[:, 4] / 2)
-            & (np.abs(d[..., 2]) <= boxes[:, 5] / 2))
 
 
 def _select_boxes(results: dict, keep: np.ndarray) -> None:

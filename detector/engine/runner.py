@@ -246,6 +246,25 @@ class TextCachingConfig(Config):
         return hit[1]
 
 
+def _wait_for_unused_run_name(cfg: Config) -> None:
+    """mmengine names a Runner's logger, message hub and visualizer ``<config stem>_<timestamp>``
+    (one-second resolution) and hands back an existing instance of that name: a second run of
+    the same config started within the same second would write into the first run's log file
+    and console stream (the stdout it was created with). Wait for the next second then."""
+    import time
+
+    from mmengine.logging import MMLogger
+
+    stem = cfg.get("experiment_name") or (Path(cfg.filename).stem if cfg.filename else None)
+    while True:
+        now = time.time()
+        stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
+        name = f"{stem}_{stamp}" if stem else stamp
+        if not MMLogger.check_instance_created(name):
+            return
+        time.sleep(1.0 - (now % 1.0) + 0.01)
+
+
 def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | None = None,
                  load_from: str | None = None, amp: bool = False, launcher: str = "none",
                  logger=None):
@@ -283,6 +302,7 @@ def build_runner(cfg: Config, work_dir: str | None = None, resume: str | bool | 
             env.setdefault("dist_cfg", {})["backend"] = "gloo"
     if type(cfg) is Config:
         object.__setattr__(cfg, "__class__", TextCachingConfig)  # Config routes setattr to its dict
+    _wait_for_unused_run_name(cfg)
     return ProjectRunner.from_cfg(cfg)
 
 

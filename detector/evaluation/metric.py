@@ -5,7 +5,7 @@ batch (whose ``Det3DSample.eval_gt`` carries each frame's unaugmented ground tru
 the model's types). :meth:`compute_metrics` prepares the ground truth the official way
 (``prepare_ground_truth``: drop boxes without points, UNKNOWN difficulty -> LEVEL_1/2 by point
 count), maps class indices back to Waymo types through the model's ``class_names``, and runs
-``compute_detection_metrics`` (WAYMO.md, "Official 3D detection metric"; default config:
+``compute_detection_metrics`` (docs/WAYMO.md, "Official 3D detection metric"; default config:
 OBJECT_TYPE and RANGE breakdowns, LEVEL_1 and LEVEL_2).
 
 Reported to mmengine as flat ``"<breakdown>/AP"`` and ``"<breakdown>/APH"`` keys; optionally
@@ -156,6 +156,8 @@ class WaymoMetric(BaseMetric):
                 gt_num_points=gt.num_points))
 
     def compute_metrics(self, results: list) -> dict:
+        from .waymo import format_metrics_table
+
         types = _types_of(self._classes())
         result = evaluate_frames(results, self.breakdowns, types)
         self.last_result = result

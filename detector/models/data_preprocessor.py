@@ -1,4 +1,4 @@
-"""Moves a batch to the model's device and voxelizes it (ops/voxelize.py), as the model's
+"""Moves a batch to the model's device and voxelizes it (ops/voxelize), as the model's
 mmengine data preprocessor.
 
 Input (from the data loader): ``dict(inputs=dict(points=[Tensor (N_i, C)]), data_samples=[...])``

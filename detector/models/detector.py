@@ -36,9 +36,9 @@ class CenterPointDetector(BaseModel):
         norm_momentum: when given, the momentum of every BatchNorm layer's running statistics.
             The backbone and neck default to 0.01 (right for Waymo-length schedules of 10^4+
             iterations). A schedule of a few hundred iterations needs a larger value: with 0.01,
-            0.99^216 = 11% of the running statistics of the 216-iteration demo would still be
-            the initial (0, 1) and most of the rest stale early-training values, and evaluation
-            (which uses the running statistics) gave boxes 30-60% too large and AP 0.
+            after n iterations a share 0.99^n of the running statistics is still the initial
+            (0, 1) and most of the rest stale early-training values, and evaluation uses the
+            running statistics (docs/benchmarks/training.md has the runs).
 
     ``forward(inputs, data_samples, mode)``: ``inputs`` is the preprocessor's output (or the raw
     ``dict(points=[...])``, which is voxelized on the fly). mode ``"loss"`` -> dict of losses,

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from detector.models.types import FrameTargets
+from ops.boxes import points_in_boxes, wrap_angle
 
 REG_BRANCHES = {"offset": 2, "z": 1, "size": 3, "heading": 2}
 HEADING_ENCODINGS = ("sincos", "axis_dir")
@@ -186,22 +187,6 @@ def draw_gaussian(heatmap: torch.Tensor, cx: int, cy: int, radius: int) -> None:
     draw_gaussians(heatmap[None], one(0), one(cx), one(cy), one(radius))
 
 
-def points_in_boxes_count(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Number of points (N, >=3) inside each box (M, 7) (closed box, rotated about z)."""
-    if boxes.shape[0] == 0 or points.shape[0] == 0:
-        return torch.zeros(boxes.shape[0], dtype=torch.long, device=boxes.device)
-    d = points[None, :, :3] - boxes[:, None, :3]  # (M, N, 3)
-    c, s = torch.cos(boxes[:, 6])[:, None], torch.sin(boxes[:, 6])[:, None]
-    lx = d[..., 0] * c + d[..., 1] * s
-    ly = -d[..., 0] * s + d[..., 1] * c
-    inside = ((lx.abs() <= boxes[:, None, 3] / 2) & (ly.abs() <= boxes[:, None, 4] / 2)
-              & (d[..., 2].abs() <= boxes[:, None, 5] / 2))
-    return inside.sum(1)
-
-
-def wrap_heading(h: torch.Tensor) -> torch.Tensor:
-    """Wrap angles to [-pi, pi)."""
-    return torch.remainder(h + math.pi, 2 * math.pi) - math.pi
 
 
 def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classes: Sequence[int],
@@ -242,7 +227,7 @@ def encode_targets(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, group_classe
     if range_filter == "center_3d":
         keep &= (boxes[:, 2] >= pcr[2]) & (boxes[:, 2] < pcr[5])
     if min_points_in_box > 0 and points is not None:
-        keep &= points_in_boxes_count(points.float(), boxes) >= min_points_in_box
+        keep &= points_in_boxes(points.float(), boxes).sum(0) >= min_points_in_box
     # The first max_objs kept boxes fill slots 0, 1, ... in order; the others go to a spare
     # slot K that is cut off (fixed shapes: no nonzero(), nothing read back to the host).
     rank = torch.cumsum(keep.long(), 0) - 1
@@ -351,7 +336,7 @@ def decode_boxes(reg: dict, indices: torch.Tensor, grid: BEVGrid,
         heading = torch.where(reg["direction"][..., 0] > 0, heading, heading + math.pi)
     else:
         raise ValueError(f"heading_encoding must be one of {HEADING_ENCODINGS}, got {heading_encoding!r}")
-    heading = wrap_heading(heading)
+    heading = wrap_angle(heading)
     return torch.cat([x[..., None], y[..., None], z[..., None], size, heading[..., None]], -1)
 
 

@@ -1,6 +1,6 @@
 """Box and camera geometry for drawing: the one place that turns boxes into corners and edges.
 
-Boxes follow the project convention (docs ARCHITECTURE.md, "Coordinate and box conventions"):
+Boxes follow the project convention (docs/ARCHITECTURE.md, "Coordinate and box conventions"):
 ``(cx, cy, cz, length, width, height, heading)`` in the vehicle frame (x forward, y left, z up,
 metres), centre at the geometric centre, length along the heading, heading counter-clockwise
 from +x. Both renderers (Open3D and the matplotlib bird's-eye view) draw from

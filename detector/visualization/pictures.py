@@ -2,7 +2,7 @@
 
 For each chosen frame: an off-screen Open3D render from the chase camera, one from above, and a
 matplotlib bird's-eye-view plot, each with the ground truth and (when given) the detections.
-Detections come from a submission file / :class:`SubmissionObjects` (matched by context name
+Detections come from a submission file / :class:`ObjectArrays` (matched by context name
 and timestamp) or from a callable ``detect(points) -> (boxes, scores)`` the caller supplies (for
 example the engine's ``inference_detector`` on a loaded model): this package only
 draws, it never loads a model.
@@ -10,13 +10,17 @@ draws, it never loads a model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detector.visualization.bev import plot_bev
-from detector.visualization.predictions import SubmissionObjects, read_submission
+from detector.visualization.predictions import read_submission
 from detector.visualization.render import render_frame_png
 from detector.visualization.sources import VisFrame, open_frames
+
+if TYPE_CHECKING:
+    from detector.evaluation.waymo import ObjectArrays
 
 
 def write_frame_pictures(frame: VisFrame, out_dir, pred_boxes=None, pred_scores=None, *,
@@ -41,7 +45,7 @@ def write_frame_pictures(frame: VisFrame, out_dir, pred_boxes=None, pred_scores=
 
 
 def write_demo_pictures(data, out_dir, *, split: str = "val", num_frames: int = 3,
-                        predictions: SubmissionObjects | str | Path | None = None, detect=None,
+                        predictions: ObjectArrays | str | Path | None = None, detect=None,
                         score_thr: float = 0.3, width: int = 1280,
                         height: int = 720) -> list[Path]:
     """Pictures of ``num_frames`` frames spread evenly over ``data`` (converted root + split,

@@ -36,7 +36,7 @@ from bench_decode import synthetic_frames  # noqa: E402
 from detector.datasets.waymo import decode_frame, read_tfrecord, write_tfrecord  # noqa: E402
 from detector.datasets.waymo.frame import parse_frame  # noqa: E402
 from detector.datasets.waymo.parquet import iter_v2_frames  # noqa: E402
-from detector.datasets.waymo.testing_v2 import write_v2_segment  # noqa: E402
+from detector.testing.waymo_v2 import write_v2_segment  # noqa: E402
 
 _CHILD = r"""
 import json, sys, time

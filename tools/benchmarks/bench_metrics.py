@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/benchmarks/bench_metrics.py --frames 200 2000 20000 --repeats 3
 
-Data: detector.evaluation.waymo.synthetic.random_dataset (about 30 ground truths and 60
+Data: detector.testing.metric_data.random_dataset (about 30 ground truths and 60
 predictions per frame, all four types), ground truth prepared the official way. The official op
 (py_metrics_ops.detection_metrics) runs in .venv-waymo-official through tests/oracle.py; its
 time is measured inside that process around the op call only (TensorFlow start-up excluded).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from detector.evaluation.waymo import compute_detection_metrics  # noqa: E402
-from detector.evaluation.waymo.synthetic import prepared, random_dataset  # noqa: E402
+from detector.testing.metric_data import prepared, random_dataset  # noqa: E402
 
 
 def main() -> None:

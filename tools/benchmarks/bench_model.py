@@ -49,7 +49,7 @@ def _build(config: str, graddrop_mode: str | None = None):
 
 
 def _frames(batch: int, seed: int = 0):
-    from detector.models.synthetic_frame import make_frame
+    from detector.testing.model_frame import make_frame
     from detector.structures import Det3DSample
     import torch
 

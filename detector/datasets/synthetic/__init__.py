@@ -1,6 +1,6 @@
 """Synthetic Waymo segments: ray-cast lidar data in the real Waymo ``Frame`` format.
 
-The embedded default dataset (issue 3, part 2): every stage of the pipeline runs on a machine
+The embedded default dataset: every stage of the pipeline runs on a machine
 without Waymo data. Public API: :func:`generate_segment`, :func:`generate_dataset`,
 :class:`SceneConfig`.
 """

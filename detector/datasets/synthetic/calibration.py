@@ -1,12 +1,12 @@
 """Lidar calibrations of the synthetic vehicle: the real Waymo sensor layout.
 
 All five ``LaserCalibration`` values (TOP's 64 beam inclinations, its ``beam_inclination_min/max``
-and every extrinsic) are copied from the real frame in
-``../shared/data/waymo/pvps_data_one_frame.tfrecord`` (context
+and every extrinsic) are copied from the real frame
+``pvps_data_one_frame.tfrecord`` of the official Waymo repository's tests (context
 ``1024360143612057520_3580_000_3600_000``); ``tests/test_synthetic.py`` checks them against that
 file. They are embedded so the generator runs on a machine without any Waymo data.
 
-Ray geometry follows docs WAYMO.md, "Range image -> points": row ``i`` uses the inclination table
+Ray geometry follows docs/WAYMO.md, "Range image -> points": row ``i`` uses the inclination table
 reversed (row 0 = highest beam), column ``j`` the azimuth
 ``((W - j - 0.5) / W * 2 - 1) * pi - atan2(E[1, 0], E[0, 0])``. Casting every pixel along exactly
 that direction is what makes the written range images decode to the cast points.
@@ -115,7 +115,7 @@ EGO_BODY_BOXES = np.array([
 
 
 def row_inclinations(spec: LidarSpec) -> np.ndarray:
-    """(H,) inclination of each range-image row, row 0 = highest beam (WAYMO.md step 1)."""
+    """(H,) inclination of each range-image row, row 0 = highest beam (docs/WAYMO.md step 1)."""
     if spec.beam_inclinations:
         inc = np.asarray(spec.beam_inclinations, dtype=np.float64)
     else:
@@ -126,7 +126,7 @@ def row_inclinations(spec: LidarSpec) -> np.ndarray:
 
 
 def column_azimuths(spec: LidarSpec) -> np.ndarray:
-    """(W,) sensor-frame azimuth of each column (WAYMO.md step 2)."""
+    """(W,) sensor-frame azimuth of each column (docs/WAYMO.md step 2)."""
     E = spec.extrinsic_matrix
     j = np.arange(spec.width, dtype=np.float64)
     return ((spec.width - j - 0.5) / spec.width * 2.0 - 1.0) * math.pi - math.atan2(E[1, 0], E[0, 0])
@@ -134,7 +134,7 @@ def column_azimuths(spec: LidarSpec) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def sensor_directions(name: int) -> np.ndarray:
-    """(H, W, 3) unit ray directions in the lidar's own frame (WAYMO.md step 3)."""
+    """(H, W, 3) unit ray directions in the lidar's own frame (docs/WAYMO.md step 3)."""
     spec = LIDARS[name]
     inc = row_inclinations(spec)[:, None]
     az = column_azimuths(spec)[None, :]

@@ -1,6 +1,6 @@
 """Assemble a rendered synthetic frame into a real Waymo ``Frame`` proto (dataset.proto).
 
-Fields written (docs WAYMO.md, "Frame"): ``context`` (name, the five ``laser_calibrations``,
+Fields written (docs/WAYMO.md, "Frame"): ``context`` (name, the five ``laser_calibrations``,
 ``stats``), ``timestamp_micros``, ``pose`` (vehicle -> global, row-major 4x4), ``lasers`` (for each
 lidar ``ri_return1`` / ``ri_return2`` with ``range_image_compressed``; TOP's ``ri_return1`` also with
 ``range_image_pose_compressed``) and ``laser_labels``. ``no_label_zones`` stays empty and the

@@ -1,4 +1,4 @@
-"""Synthetic Waymo segments: the public entry points (issue 3, part 2).
+"""Synthetic Waymo segments: the public entry points.
 
 ``generate_segment(out_dir, seed, num_frames=20, config=None, split="train")`` draws one street
 scene (``scene.py``), ray-casts its five lidars at 10 Hz (``lidar.py``, ``raycast.py``), labels it

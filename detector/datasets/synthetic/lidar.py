@@ -1,6 +1,6 @@
 """Render the five Waymo lidars of one synthetic frame into range images.
 
-For every pixel the ray direction is the one the Waymo decoder assigns to it (docs WAYMO.md,
+For every pixel the ray direction is the one the Waymo decoder assigns to it (docs/WAYMO.md,
 "Range image -> points"; see ``calibration.py``), so decoding the written images gives back
 exactly the cast points:
 

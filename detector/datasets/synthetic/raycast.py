@@ -1,7 +1,7 @@
 """Numba ray caster for the synthetic lidar: ground height field + yaw-oriented boxes.
 
 Every ray is cast from its sensor origin along the exact direction the Waymo range-image decoder
-assigns to its pixel (docs WAYMO.md, "Range image -> points"), so the stored range decodes back to
+assigns to its pixel (docs/WAYMO.md, "Range image -> points"), so the stored range decodes back to
 the cast point. Per ray:
 
 * ground: the height field ``z = h(x, y)`` (plane + three sinusoids, see ``scene.Ground``). The ray

@@ -15,9 +15,9 @@ Objects move with constant acceleration along their heading; the ego drives alon
 a slight lateral drift, so consecutive frames of a segment move consistently. Everything is drawn
 from one ``numpy.random.Generator``, so a seed fixes the scene.
 
-The issue text (issue 3) asks for exactly this inventory; sizes follow the brief: car ~4.5 x 1.9
-x 1.6 m, van ~5.2 x 2.0 x 2.1, truck ~8-10 x 2.5 x 3.2, pedestrian ~0.9 x 0.9 x 1.8, cyclist
-~1.8 x 0.8 x 1.7, sign ~0.1 x 0.8 x 2.5 (length, width, height).
+Typical sizes (length x width x height, the usual dimensions of the Waymo classes): car
+~4.5 x 1.9 x 1.6 m, van ~5.2 x 2.0 x 2.1, truck ~8-10 x 2.5 x 3.2, pedestrian ~0.9 x 0.9 x 1.8,
+cyclist ~1.8 x 0.8 x 1.7, sign ~0.1 x 0.8 x 2.5.
 """
 from __future__ import annotations
 

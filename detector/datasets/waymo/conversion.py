@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numba
 import numpy as np
+
+from ops.boxes import points_in_boxes_indices
 
 from ...conventions import LIDAR_NAMES, POINT_COLUMNS
 from ..converted import (FORMAT_VERSION, completed_segments, make_frame_id, save_npz, split_dir,
@@ -47,101 +48,12 @@ from .parquet import (count_v2_frames, is_v2_split, iter_v2_frames, list_v2_segm
 from .tfrecord import read_tfrecord
 
 __all__ = ["convert", "ConversionSummary", "SegmentResult", "convert_segment", "list_inputs",
-           "points_in_boxes", "shard_segments", "V1Source", "V2Source", "FORMATS"]
+           "shard_segments", "V1Source", "V2Source", "FORMATS"]
 
 FORMATS = ("v1", "v2")
 
 
 # ---------------------------------------------------------------------------------------------
-@numba.njit(cache=True, nogil=True)
-def _inside(px, py, pz, cx, cy, cz, c, s, hl, hw, hh):
-    dx = px - cx
-    dy = py - cy
-    dz = pz - cz
-    if dz > hh or dz < -hh:
-        return False
-    lx = dx * c + dy * s
-    ly = -dx * s + dy * c
-    return -hl <= lx <= hl and -hw <= ly <= hw
-
-
-@numba.njit(cache=True, nogil=True)
-def _points_in_boxes_kernel(xyz, boxes, cell):
-    """Counting-sort the points into a BEV grid, then test each box only against the points of
-    the cells its bounding circle touches: O(N + points near boxes) instead of O(N * M)."""
-    n, m = xyz.shape[0], boxes.shape[0]
-    offsets = np.zeros(m + 1, np.int64)
-    if n == 0 or m == 0:
-        return offsets, np.empty(0, np.int64)
-    x0, y0 = np.inf, np.inf
-    x1, y1 = -np.inf, -np.inf
-    for i in range(n):
-        x0 = min(x0, xyz[i, 0])
-        x1 = max(x1, xyz[i, 0])
-        y0 = min(y0, xyz[i, 1])
-        y1 = max(y1, xyz[i, 1])
-    while (x1 - x0) / cell * (y1 - y0) / cell > 4.0e6:   # bound the grid's memory
-        cell *= 2.0
-    nx = int((x1 - x0) / cell) + 1
-    ny = int((y1 - y0) / cell) + 1
-    cell_of = np.empty(n, np.int64)
-    start = np.zeros(nx * ny + 1, np.int64)
-    for i in range(n):
-        k = int((xyz[i, 0] - x0) / cell) * ny + int((xyz[i, 1] - y0) / cell)
-        cell_of[i] = k
-        start[k + 1] += 1
-    for k in range(nx * ny):
-        start[k + 1] += start[k]
-    order = np.empty(n, np.int64)
-    fill = start[:-1].copy()
-    for i in range(n):       # ascending i within each cell
-        order[fill[cell_of[i]]] = i
-        fill[cell_of[i]] += 1
-    for pass_ in range(2):
-        if pass_ == 1:
-            for b in range(m):
-                offsets[b + 1] += offsets[b]
-            idx = np.empty(offsets[m], np.int64)
-            pos = offsets[:m].copy()
-        for b in range(m):
-            cx, cy, cz = boxes[b, 0], boxes[b, 1], boxes[b, 2]
-            hl, hw, hh = boxes[b, 3] / 2.0, boxes[b, 4] / 2.0, boxes[b, 5] / 2.0
-            c, s = np.cos(boxes[b, 6]), np.sin(boxes[b, 6])
-            r = np.sqrt(hl * hl + hw * hw)
-            ia = max(0, int(np.floor((cx - r - x0) / cell)))
-            ib = min(nx - 1, int(np.floor((cx + r - x0) / cell)))
-            ja = max(0, int(np.floor((cy - r - y0) / cell)))
-            jb = min(ny - 1, int(np.floor((cy + r - y0) / cell)))
-            for gi in range(ia, ib + 1):
-                for gj in range(ja, jb + 1):
-                    k = gi * ny + gj
-                    for q in range(start[k], start[k + 1]):
-                        i = order[q]
-                        if _inside(np.float64(xyz[i, 0]), np.float64(xyz[i, 1]),
-                                   np.float64(xyz[i, 2]), cx, cy, cz, c, s, hl, hw, hh):
-                            if pass_ == 0:
-                                offsets[b + 1] += 1
-                            else:
-                                idx[pos[b]] = i
-                                pos[b] += 1
-        if pass_ == 1:
-            for b in range(m):
-                idx[offsets[b]:offsets[b + 1]].sort()
-    return offsets, idx
-
-
-def points_in_boxes(xyz: np.ndarray, boxes: np.ndarray, cell: float = 2.0
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """For (N, >=3) points and (M, 7) boxes: ``offsets`` (M+1,) and ``idx`` such that the points
-    in box b are ``idx[offsets[b]:offsets[b+1]]`` (ascending). Inside = |dx| <= l/2,
-    |dy| <= w/2, |dz| <= h/2 in the box frame (computed in float64)."""
-    xyz = np.asarray(xyz)
-    if xyz.dtype != np.float32 and xyz.dtype != np.float64:
-        xyz = xyz.astype(np.float64)
-    boxes = np.ascontiguousarray(boxes, dtype=np.float64).reshape(-1, 7)
-    return _points_in_boxes_kernel(xyz[:, :3], boxes, float(cell))
-
-
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SegmentResult:
@@ -510,7 +422,7 @@ def convert_segment(src, out_root, split: str, options: dict,
             for k in lab:
                 lab[k].append(getattr(d, k))
             box_offsets.append(box_offsets[-1] + d.num_boxes)
-            offs, idx = points_in_boxes(d.points, d.boxes)
+            offs, idx = points_in_boxes_indices(d.points, d.boxes)
             for b in range(d.num_boxes):
                 k = int(offs[b + 1] - offs[b])
                 if k == 0:

@@ -1,6 +1,6 @@
 """Decode one Waymo ``Frame`` (perception v1) into numpy points and labels.
 
-Implements docs/data_formats.md, "Range image -> points" (the algorithm of the
+Implements docs/WAYMO.md, sections "Frame" and "Range image -> points" (the algorithm of the
 official ``frame_utils.convert_range_image_to_point_cloud``) with numpy and one Numba kernel, in
 float64:
 
@@ -44,6 +44,7 @@ import numpy as np
 from waymo_open_dataset import dataset_pb2
 
 from ...conventions import LIDAR_IDS, LIDAR_NAMES, POINT_COLUMNS
+from ops.boxes import wrap_angle
 
 __all__ = ["POINT_COLUMNS", "LIDAR_NAMES", "LIDAR_IDS", "DecodedFrame", "decode_frame",
            "parse_matrix_float", "lidar_geometry", "range_image_to_points", "parse_frame",
@@ -329,11 +330,6 @@ def parse_frame(frame_or_bytes) -> dataset_pb2.Frame:
         raise FrameDecodeError(f"not a serialized waymo.open_dataset.Frame: {e}") from None
 
 
-def _wrap_angle(a: np.ndarray) -> np.ndarray:
-    """Wrap to [-pi, pi)."""
-    return (a + np.pi) % (2 * np.pi) - np.pi
-
-
 def decode_labels(frame: dataset_pb2.Frame) -> dict:
     labels = frame.laser_labels
     m = len(labels)
@@ -368,7 +364,7 @@ def labels_from_arrays(boxes, types, difficulty, num_points, num_top_points, ids
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 7)
     m = boxes.shape[0]
     if m:
-        boxes[:, 6] = _wrap_angle(boxes[:, 6])
+        boxes[:, 6] = wrap_angle(boxes[:, 6])
     boxes = boxes.astype(np.float32)
     if m:  # float32 rounding can turn pi - tiny into pi
         boxes[boxes[:, 6] >= np.float32(np.pi), 6] = -np.float32(np.pi)

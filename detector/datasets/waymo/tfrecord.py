@@ -1,6 +1,6 @@
 """TFRecord container I/O: CRC-checked reading and atomic writing of Waymo segment files.
 
-Implements the framing described in docs/data_formats.md ("TFRecord framing"), i.e. TensorFlow's
+Implements the framing described in docs/WAYMO.md ("TFRecord framing"), i.e. TensorFlow's
 record format. Each record on disk is::
 
     uint64  length            (little endian)

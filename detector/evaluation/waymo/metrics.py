@@ -1,6 +1,6 @@
 """The official Waymo Open Dataset 3D detection metric (AP / APH), reimplemented in Numba.
 
-Implements docs WAYMO.md, "Official 3D detection metric", item by item, and is cross-checked
+Implements docs/WAYMO.md, "Official 3D detection metric", item by item, and is cross-checked
 against the official op (``py_metrics_ops.detection_metrics``) by tests/test_waymo_metrics*.py:
 
 1. shards: OBJECT_TYPE (type) and RANGE (type x band of the 3D centre distance, [0, 30),
@@ -434,7 +434,7 @@ def _average_precision_f32(p, r, delta, slack):
 
 
 def average_precision(precision, recall, max_recall_delta: float = MAX_RECALL_DELTA) -> float:
-    """Area under the precision envelope, the official way (WAYMO.md item 6), in float32 like
+    """Area under the precision envelope, the official way (docs/WAYMO.md item 6), in float32 like
     the official op (see _average_precision_py for the steps; this is its Numba twin)."""
     p = np.ascontiguousarray(np.asarray(precision, np.float64).astype(np.float32))
     r = np.ascontiguousarray(np.asarray(recall, np.float64).astype(np.float32))
@@ -447,7 +447,7 @@ def average_precision(precision, recall, max_recall_delta: float = MAX_RECALL_DE
 
 
 def _average_precision_py(precision, recall, max_recall_delta: float = MAX_RECALL_DELTA) -> float:
-    """Area under the precision envelope, computed the official way (WAYMO.md item 6), in
+    """Area under the precision envelope, computed the official way (docs/WAYMO.md item 6), in
     float32 like the official op (whose inputs and accumulator are floats). Slow reference.
 
     * recall -> largest precision at that recall, seeded with (recall 0, precision 1);
@@ -659,7 +659,7 @@ def compute_detection_metrics(pred_boxes, pred_types, pred_scores, pred_frame_id
 
 
 def prepare_ground_truth(boxes, types, frame_ids, difficulty, num_points) -> dict:
-    """Official ground-truth preparation (WAYMO.md): drop boxes with ``num_points <= 0``; a box
+    """Official ground-truth preparation (docs/WAYMO.md): drop boxes with ``num_points <= 0``; a box
     with difficulty 0 (UNKNOWN) becomes LEVEL_2 if it has <= 5 points, else LEVEL_1; a
     labelled level stays. Returns a dict of arrays: boxes, types, frame_ids, difficulty, and
     index (the kept rows of the input)."""

@@ -1,5 +1,5 @@
 """Read and write ``metrics_pb2.Objects`` files: the official Waymo submission / ground-truth
-format for 3D detection (WAYMO.md: one ``Object`` per box with ``context_name``,
+format for 3D detection (docs/WAYMO.md: one ``Object`` per box with ``context_name``,
 ``frame_timestamp_micros``, ``object`` = a ``Label`` (box, type, difficulty, number of points),
 ``score`` and ``overlap_with_nlz``).
 
@@ -8,7 +8,7 @@ float32 (the proto's ``Label.Box`` stores width in field 4 and length in field 5
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,16 @@ class ObjectArrays:
 
     def __len__(self) -> int:
         return len(self.types)
+
+    def select(self, keep: np.ndarray) -> "ObjectArrays":
+        """The rows where ``keep`` (a bool mask or indices) selects, every field alike."""
+        return ObjectArrays(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def for_frame(self, context_name: str, timestamp_micros: int) -> "ObjectArrays":
+        """The objects of one frame, identified by (context_name, frame_timestamp_micros);
+        possibly none."""
+        return self.select((self.context_names == context_name)
+                           & (self.timestamps_micros == int(timestamp_micros)))
 
 
 def read_objects(path) -> ObjectArrays:

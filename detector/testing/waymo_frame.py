@@ -1,7 +1,7 @@
 """Small hand-built Waymo ``Frame`` protos for tests and benchmarks of the decoder.
 
 Not a scene simulator (that is ``detector/datasets/synthetic``): random range images with the
-real layout (docs/data_formats.md: TOP 64 x 2650 with explicit inclinations and a per-pixel pose, the others
+real layout (docs/WAYMO.md: TOP 64 x 2650 with explicit inclinations and a per-pixel pose, the others
 200 x 600 with uniform inclinations), real-looking extrinsics, a vehicle pose at ~1e4 m global
 coordinates, and a few labels. ``scale`` shrinks the image sizes for fast tests.
 """

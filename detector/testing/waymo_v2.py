@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .frame import parse_frame, parse_matrix_float
+from detector.datasets.waymo.frame import parse_frame, parse_matrix_float
 
 __all__ = ["SCHEMAS", "write_v2_segment", "v2_tables"]
 
@@ -203,7 +203,7 @@ def make_test_segment(num_frames: int = 3, seed: int = 0, context_name: str = "t
                       start_micros: int = 1_550_000_000_000_000, **kw) -> list:
     """``num_frames`` frames of ``testing.make_test_frame`` (seeds seed, seed+1, ...), 0.1 s
     apart, sharing frame 0's calibrations as a real segment does (v2 stores them once)."""
-    from .testing import make_test_frame
+    from .waymo_frame import make_test_frame
     frames = [make_test_frame(seed + i, context_name=context_name,
                               timestamp_micros=start_micros + 100_000 * i, **kw)
               for i in range(num_frames)]

@@ -92,7 +92,7 @@ def random_dataset(rng: np.random.Generator, n_frames: int = 20, gt_per_frame: f
 def prepared(ds: dict) -> dict:
     """ds with its ground truth run through prepare_ground_truth: the 9 arrays the metric
     (and the official op) take."""
-    from .metrics import prepare_ground_truth
+    from detector.evaluation.waymo.metrics import prepare_ground_truth
     g = prepare_ground_truth(ds["gt_boxes"], ds["gt_types"], ds["gt_frame_ids"],
                              ds["gt_difficulty"], ds["gt_num_points"])
     out = {k: v for k, v in ds.items() if k.startswith("pred_")}
