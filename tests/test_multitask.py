@@ -432,3 +432,125 @@ def test_toy_problem_with_every_method(method):
         assert max(abs(a - b) for a, b in zip(path[-10:], path[-11:-1])) < 1e-2, path[-12:]
     else:
         assert abs(final) > 2.5, final
+
+
+# ---------------------------------------------------------------------------------------------
+# The detector with each method
+# ---------------------------------------------------------------------------------------------
+def _detector_steps(cfg, steps, seed=0, model=None, opt=None):
+    from test_model import build, frames
+
+    model = build(cfg, seed) if model is None else model
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if opt is None else opt
+    pts, samples = frames(2, num_boxes=3, seed=seed)
+    data = model.data_preprocessor(dict(inputs=dict(points=pts), data_samples=samples), True)
+    history = []
+    for _ in range(steps):
+        losses = model(data["inputs"], samples, "loss")
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    return model, opt, history
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_detector_trains_three_iterations_with_each_method(method):
+    from test_model import tiny_cfg
+
+    cfg = tiny_cfg(gradient=dict(method=method, grouping="cls_box", stats_interval=1))
+    model, _, hist = _detector_steps(cfg, 3)
+    assert model.head.gradient_layer.method == method
+    assert all(math.isfinite(v) for h in hist for v in h.values())
+    if method == "uncertainty":
+        assert "loss_uncertainty" in hist[0]
+    st = model.head.gradient_layer.stats
+    assert st["step"] == 3.0 and 0.0 <= st["conflict"] <= 1.0 and st["norm/cls"] > 0
+    w = model.head.shared_conv[0].weight
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+
+
+class _PreviousGradDropLayer(torch.nn.Module):
+    """The head's wiring before ops.multitask: ops.graddrop.GradDrop at the shared activation."""
+
+    def __init__(self, num_tasks, leaks):
+        super().__init__()
+        from ops.graddrop import GradDrop
+
+        self.gd = GradDrop(num_tasks=num_tasks, leaks=leaks, batch_separated=True,
+                           generator=torch.Generator().manual_seed(0))
+        self.method = "graddrop"
+        self.combiner = type("C", (), {"needs_losses": False})()
+
+    def forward(self, x):
+        return self.gd(x)
+
+
+@pytest.mark.parametrize("grouping", ["cls_box", "per_branch"])
+def test_old_graddrop_key_trains_bit_identically(grouping):
+    from test_model import tiny_cfg
+
+    old = tiny_cfg(graddrop=dict(mode="graddrop", grouping=grouping, leaks=0.1))
+    new = tiny_cfg(graddrop=dict(mode="off"),  # ignored: the gradient key wins
+                   gradient=dict(method="graddrop", grouping=grouping, leaks=0.1))
+    m_old, _, h_old = _detector_steps(old, 3)
+    m_new, _, h_new = _detector_steps(new, 3)
+    assert h_old == h_new
+    p_old, p_new = _params(m_old), _params(m_new)
+    assert all(torch.equal(p_old[k], p_new[k]) for k in p_old)
+    # ... and both equal the previous implementation (the GradDrop module itself).
+    from test_model import build
+
+    m_prev = build(old)
+    m_prev.head.gradient_layer = _PreviousGradDropLayer(len(m_prev.head.task_names),
+                                                        (0.1,) * len(m_prev.head.task_names))
+    m_prev, _, h_prev = _detector_steps(old, 3, model=m_prev)
+    assert h_prev == h_old
+    p_prev = _params(m_prev)
+    assert all(torch.equal(p_prev[k], p_old[k]) for k in p_old if k in p_prev)
+    # mode="off" is method "sum": no layer on the path, as before.
+    m_off, _, h_off = _detector_steps(tiny_cfg(graddrop=dict(mode="off")), 2)
+    m_sum, _, h_sum = _detector_steps(tiny_cfg(gradient=dict(method="sum")), 2)
+    assert h_off == h_sum and m_off.head.graddrop is None
+
+
+@pytest.mark.parametrize("method", ["gradnorm", "nash_mtl", "uncertainty", "pcgrad"])
+def test_stateful_methods_resume_exactly(method):
+    from test_model import build, tiny_cfg
+
+    cfg = tiny_cfg(gradient=dict(method=method, seed=3))
+    full, _, h_full = _detector_steps(cfg, 4)
+    part, opt, h_a = _detector_steps(cfg, 2)
+    ckpt = dict(model=copy.deepcopy(part.state_dict()), opt=copy.deepcopy(opt.state_dict()),
+                gen=part.head.gradient_layer.generator.get_state())
+    resumed = build(cfg, seed=123)  # other initial weights: everything must come from the ckpt
+    resumed.load_state_dict(ckpt["model"])
+    resumed.head.gradient_layer.generator.set_state(ckpt["gen"])
+    opt2 = torch.optim.AdamW(resumed.parameters(), lr=1e-3)
+    opt2.load_state_dict(ckpt["opt"])
+    resumed, _, h_b = _detector_steps(cfg, 2, model=resumed, opt=opt2)
+    assert h_a + h_b == h_full
+    p_full, p_res = _params(full), _params(resumed)
+    assert all(torch.equal(p_full[k], p_res[k]) for k in p_full)
+    if method == "gradnorm":
+        assert not torch.equal(full.head.gradient_layer.combiner.task_weights,
+                               torch.ones(2, dtype=torch.float64))
+
+
+def test_detector_gradient_key_errors():
+    from test_model import build, tiny_cfg
+
+    with pytest.raises(ValueError, match=r"'pcgard' is unknown; valid methods.*'pcgrad'"):
+        build(tiny_cfg(gradient=dict(method="pcgard")))
+    with pytest.raises(ValueError, match=r"'mgda' has no option.*'c'.*grouping 'cls_box'"):
+        build(tiny_cfg(gradient=dict(method="mgda", c=0.3)))
+    with pytest.raises(ValueError, match=r"leaks has 3 values for 5 tasks"):
+        build(tiny_cfg(gradient=dict(method="graddrop", grouping="per_branch", leaks=(0, 0, 0))))
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        build(tiny_cfg(gradient=dict(method="sum", grouping="by_colour")))
