@@ -554,3 +554,27 @@ def test_detector_gradient_key_errors():
         build(tiny_cfg(gradient=dict(method="graddrop", grouping="per_branch", leaks=(0, 0, 0))))
     with pytest.raises(ValueError, match="grouping must be one of"):
         build(tiny_cfg(gradient=dict(method="sum", grouping="by_colour")))
+
+
+def test_gradient_stats_hook_puts_the_layer_statistics_on_the_message_hub():
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from detector.engine.hooks import GradientStatsHook
+    from test_model import tiny_cfg
+
+    hub = MessageHub.get_instance("test_multitask_stats_hook")
+    runner = SimpleNamespace(model=None, message_hub=hub)
+    from test_model import build
+
+    runner.model = build(tiny_cfg(gradient=dict(method="mgda")))
+    hook = GradientStatsHook(interval=2)
+    hook.before_train(runner)
+    assert runner.model.head.gradient_layer.stats_interval == 2
+    _detector_steps(None, 3, model=runner.model)  # backward calls 1, 2, 3: stats at 1 and 3
+    hook.after_train_iter(runner, 0)
+    layer = runner.model.head.gradient_layer
+    assert layer.stats["step"] == 3.0
+    for key in ("norm/cls", "norm/box", "cos/cls~box", "conflict", "kept/cls", "weight/box"):
+        assert hub.get_scalar(f"train/grad/{key}").current() == pytest.approx(layer.stats[key])
