@@ -578,3 +578,53 @@ def test_gradient_stats_hook_puts_the_layer_statistics_on_the_message_hub():
     assert layer.stats["step"] == 3.0
     for key in ("norm/cls", "norm/box", "cos/cls~box", "conflict", "kept/cls", "weight/box"):
         assert hub.get_scalar(f"train/grad/{key}").current() == pytest.approx(layer.stats[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/compare_methods.py: table, statistics, resumability (training itself: see the docs)
+# ---------------------------------------------------------------------------------------------
+def _compare_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "compare_methods.py"
+    spec = importlib.util.spec_from_file_location("compare_methods", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compare_methods_table_welch_and_skipping_finished_runs(tmp_path, capsys):
+    import json
+
+    from scipy.stats import ttest_ind
+
+    cm = _compare_module()
+    aps = {"sum": [0.60, 0.62, 0.64], "pcgrad": [0.70, 0.69, 0.73]}
+    for m, vals in aps.items():
+        for seed, ap in enumerate(vals):
+            d = tmp_path / f"{m}_seed{seed}"
+            d.mkdir()
+            res = dict(method=m, seed=seed, vehicle={"L1 AP": ap, "L1 APH": ap - 0.01,
+                                                     "L2 AP": ap - 0.05, "L2 APH": ap - 0.06},
+                       task_losses=dict(cls=1.0 + seed, box=2.0), step_s=1.0 if m == "sum" else 1.25)
+            (d / "result.json").write_text(json.dumps(res))
+    # Every run has its result: a rerun trains nothing (it would fail: no such config).
+    rc = cm.main(["no_such_config.py", "--methods", "sum", "pcgrad", "--seeds", "0", "1", "2",
+                  "--work-dir", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 6
+    row = next(line for line in out.splitlines() if line.startswith("| pcgrad"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "0,1,2"
+    assert cells[2] == "0.707 +- 0.021"  # mean +- sample sd
+    assert cells[-2] == "1.25x"
+    p = ttest_ind(aps["pcgrad"], aps["sum"], equal_var=False).pvalue
+    assert cells[-1] == f"{p:.3f}"
+    assert row in (tmp_path / "summary.md").read_text().splitlines()
+    assert (tmp_path / "ap.png").stat().st_size > 1000
+    assert cm._parse_options(["cagrad.c=0.4", "mgda.epsilon=1e-4"]) == {
+        "cagrad": {"c": 0.4}, "mgda": {"epsilon": 1e-4}}
+    assert cm.main(["x.py", "--methods", "pcgard", "--work-dir", str(tmp_path)]) == 2
+    assert "unknown method(s) ['pcgard']" in capsys.readouterr().err

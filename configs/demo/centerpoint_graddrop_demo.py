@@ -55,4 +55,5 @@ custom_hooks = [
     dict(type="RNGStateHook"),
     dict(type="RankSyncCheckHook", interval=50),
     dict(type="ProgressBarHook"),
+    dict(type="GradientStatsHook", interval=50),
 ]
