@@ -13,7 +13,8 @@ import torch
 from scipy.optimize import minimize
 
 from ops.graddrop import graddrop_combine
-from ops.multitask import METHODS, GradientLayer, MultitaskError, build_combiner, combine_gradients
+from ops.multitask import (METHODS, GradientLayer, MultitaskError, build_combiner,
+                           combine_gradients)
 from ops.multitask.layer import gradient_stats
 
 KS = [2, 3, 6]

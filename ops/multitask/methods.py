@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -59,12 +60,13 @@ def _gramian(grads: Sequence[Tensor]) -> Tensor:
 
 
 def _weighted_sum(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
-    """sum_i w_i g_i in the compute dtype, returned in the gradients' dtype."""
+    """sum_i w_i g_i in the compute dtype (one fused multiply-add pass per task), returned in the
+    gradients' dtype. ``weights`` is a CPU tensor (read once as Python floats)."""
     cd = _compute_dtype(grads[0].dtype)
-    w = weights.to(device=grads[0].device, dtype=cd)
-    out = grads[0].to(cd) * w[0]
+    w = [float(v) for v in weights.tolist()]
+    out = torch.mul(grads[0].to(cd), w[0])
     for i in range(1, len(grads)):
-        out.add_(grads[i].to(cd) * w[i])
+        out.add_(grads[i].to(cd), alpha=w[i])
     return out.to(grads[0].dtype)
 
 
@@ -157,7 +159,10 @@ class Combiner(nn.Module):
                 raise MultitaskError(f"{where}: gradient of task {name!r} has shape "
                                      f"{tuple(g.shape)}, the activation {tuple(activation.shape)}")
             out.append(g)
-        bad = [name for name, g in zip(self.task_names, out) if not bool(torch.isfinite(g).all())]
+        # One float64 reduction per task (no boolean temporary): its sum is finite exactly when
+        # every element is (NaN and +-inf propagate; float64 cannot overflow on float32 data).
+        bad = [name for name, g in zip(self.task_names, out)
+               if not math.isfinite(float(g.sum(dtype=torch.float64)))]
         if bad:
             raise FloatingPointError(f"{where}: non-finite (NaN/inf) gradient at the shared "
                                      f"activation from task(s) {bad}; not passed to the trunk")
@@ -415,17 +420,21 @@ class NashMTLCombiner(Combiner):
         return _weighted_sum(grads, w)
 
     def get_extra_state(self):
+        # Tensors (not numpy arrays), so checkpoints load under torch.load(weights_only=True).
         wt = self.agg.weighting
-        return dict(step=wt.step, prvs_alpha=wt.prvs_alpha.copy(),
-                    normalization_factor=wt.normalization_factor.copy())
+        return dict(step=torch.tensor(float(wt.step), dtype=torch.float64),
+                    prvs_alpha=torch.from_numpy(np.asarray(wt.prvs_alpha, dtype=np.float64).copy()),
+                    normalization_factor=torch.from_numpy(
+                        np.asarray(wt.normalization_factor, dtype=np.float64).copy()))
 
     def set_extra_state(self, state):
         if not state:
             return
         wt = self.agg.weighting
-        wt.step = 0.0 if state["step"] == 0 else state["step"]
-        wt.prvs_alpha = state["prvs_alpha"].copy()
-        wt.normalization_factor = state["normalization_factor"].copy()
+        wt.step = float(state["step"])
+        dtype = np.asarray(wt.prvs_alpha).dtype
+        wt.prvs_alpha = state["prvs_alpha"].numpy().astype(dtype)
+        wt.normalization_factor = state["normalization_factor"].numpy().copy()
         if wt.step != 0:
             wt._init_optim_problem()
 

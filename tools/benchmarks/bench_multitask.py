@@ -104,6 +104,36 @@ def memory_of(config: str, method: str, batch: int) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def combine_only(methods, shape: str, rounds: int) -> int:
+    """Median time of each method's combine (the layer's backward work) for 2 conflicting task
+    gradients of the given activation shape, interleaved, after one warm-up round."""
+    import torch
+
+    from ops.multitask import build_combiner
+
+    dims = tuple(int(v) for v in shape.lower().split("x"))
+    g = torch.Generator().manual_seed(0)
+    act = torch.randn(dims, generator=g)
+    grads = [torch.randn(dims, generator=g) * 1e-3 for _ in range(2)]
+    combiners = {m: build_combiner(m, 2) for m in methods}
+    gens = {m: torch.Generator().manual_seed(1) for m in methods}
+    times = {m: [] for m in methods}
+    rng = random.Random(0)
+    for r in range(rounds + 1):
+        order = list(methods)
+        rng.shuffle(order)
+        for m in order:
+            t = time.perf_counter()
+            combiners[m](grads, losses=[1.0, 2.0], activation=act, generator=gens[m])
+            if r:
+                times[m].append(time.perf_counter() - t)
+    print(f"combine of 2 task gradients {dims} ({act.numel()} elements), {rounds} interleaved "
+          f"rounds, torch threads {torch.get_num_threads()}")
+    for m in methods:
+        print(f"{m:<12} {statistics.median(times[m]) * 1000:9.1f} ms")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Training-step time and peak memory of each "
                                             "multitask gradient method vs the plain sum")
@@ -113,11 +143,16 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--combine-only", metavar="BxCxHxW", nargs="?", const="2x64x96x96",
+                   help="time only each method's combine on random gradients of this activation "
+                        "shape (default: the demo's, 2x64x96x96), interleaved, 2 tasks")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_of:
         print(json.dumps(dict(peak_mib=memory_of(args.config, args.memory_of, args.batch))))
         return 0
+    if args.combine_only:
+        return combine_only(args.methods, args.combine_only, args.rounds)
 
     import torch
 
