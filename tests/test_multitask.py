@@ -622,7 +622,7 @@ def test_compare_methods_table_welch_and_skipping_finished_runs(tmp_path, capsys
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "0,1,2"
     assert cells[2] == "0.707 +- 0.021"  # mean +- sample sd
-    assert cells[-2] == "1.25x"
+    assert cells[-2] == "1.25x"  # step time relative to sum
     p = ttest_ind(aps["pcgrad"], aps["sum"], equal_var=False).pvalue
     assert cells[-1] == f"{p:.3f}"
     assert row in (tmp_path / "summary.md").read_text().splitlines()

@@ -173,12 +173,12 @@ def summarize(results: list[dict], methods: list[str]) -> str:
     base_time = _mean_sd([r["step_s"] for r in by.get("sum", [])])[0]
     base_ap = [r["vehicle"]["L1 AP"] for r in by.get("sum", [])]
     head = (["method", "seeds"] + [n for n, _, _ in METRICS] + [f"loss {t}" for t in tasks]
-            + ["step/sum", "p (L1 AP vs sum)"])
+            + ["time/sum", "p (L1 AP vs sum)"])
     rows = []
     for m in methods:
         rs = by[m]
         if not rs:
-            rows.append([m, "0"] + ["-"] * (len(head) - 2))
+            rows.append([m, "none"] + ["-"] * (len(head) - 2))
             continue
         row = [m, ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))]
         for name, _, _ in METRICS:
