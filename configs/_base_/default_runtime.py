@@ -14,6 +14,7 @@ custom_hooks = [
     dict(type="EpochSeedHook"),       # (seed, epoch, rank)-seeded RNGs: exact --resume
     dict(type="RNGStateHook"),        # RNG states travel in checkpoints
     dict(type="RankSyncCheckHook", interval=200),  # DDP ranks must hold identical weights
+    dict(type="GradientStatsHook", interval=50),   # grad/* diagnostics of the shared activation
 ]
 
 env_cfg = dict(

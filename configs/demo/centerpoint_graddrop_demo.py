@@ -53,4 +53,5 @@ custom_hooks = [
     dict(type="RNGStateHook"),
     dict(type="RankSyncCheckHook", interval=50),
     dict(type="ProgressBarHook"),
+    dict(type="GradientStatsHook", interval=50),
 ]

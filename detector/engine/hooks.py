@@ -28,7 +28,8 @@ from mmengine.model import is_model_wrapper
 from ..registry import HOOKS
 
 __all__ = ["NaNGuardHook", "EpochSeedHook", "RNGStateHook", "RankSyncCheckHook",
-           "ProgressBarHook", "NonFiniteLossError", "model_generators", "params_checksum"]
+           "ProgressBarHook", "NonFiniteLossError", "model_generators", "params_checksum",
+           "GradientStatsHook", "gradient_layers"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -229,3 +230,47 @@ class ProgressBarHook(Hook):
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         self._close()
+
+
+def gradient_layers(model) -> dict[str, "torch.nn.Module"]:
+    """The ``ops.multitask.GradientLayer`` modules of ``model``, by module name."""
+    from ops.multitask import GradientLayer
+
+    return {name: mod for name, mod in _unwrap(model).named_modules()
+            if isinstance(mod, GradientLayer)}
+
+
+@HOOKS.register_module()
+class GradientStatsHook(Hook):
+    """Log the multitask gradient diagnostics of the shared activation to the message hub (so
+    mmengine's LoggerHook writes them to the text log and TensorBoard as ``grad/<key>``).
+
+    Sets ``stats_interval`` of every gradient layer (0 turns them off; benchmarks leave this hook
+    out). The layer computes the statistics inside its backward, every ``interval`` steps, on a
+    subsample of at most ``sample`` elements; the method's task weights (GradNorm, uncertainty,
+    MGDA, ...) are logged every ``interval`` steps too.
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self, interval: int = 50, sample: int = 65536):
+        if int(interval) < 0:
+            raise ValueError(f"GradientStatsHook: interval must be >= 0, got {interval!r}")
+        self.interval = int(interval)
+        self.sample = int(sample)
+        self._seen: dict[str, float] = {}
+
+    def before_train(self, runner) -> None:
+        for layer in gradient_layers(runner.model).values():
+            layer.stats_interval = self.interval
+            layer.stats_sample = self.sample
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        for name, layer in gradient_layers(runner.model).items():
+            stats = layer.stats
+            if not stats or self._seen.get(name) == stats.get("step"):
+                continue
+            self._seen[name] = stats.get("step")
+            for key, value in stats.items():
+                if key != "step" and math.isfinite(value):
+                    runner.message_hub.update_scalar(f"train/grad/{key}", value)

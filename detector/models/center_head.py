@@ -9,17 +9,20 @@ Layout (CenterPoint's multi-group head, with GradDrop placed as docs/GRADDROP.md
                sin/cos of the heading, or of twice it with ``heading_encoding="axis_dir"``),
                direction (1, only with "axis_dir"), optional iou (1)
 
-Which branch reads which copy (``graddrop.grouping``):
-  ``"cls_box"``   (default) 2 tasks: every heatmap branch / every regression (+iou) branch
-  ``"per_branch"`` one task per (group, branch)
-  ``"per_group"``  one task per class group
-  ``"per_group_cls_box"`` cls and box per class group (2 x groups tasks)
-``graddrop.mode``: ``"graddrop"`` (GradDrop), ``"random_sign"`` (the paper's random-sign ablation)
-or ``"off"`` (every branch reads A itself: the plain sum of the task gradients reaches the trunk).
-The other ``graddrop`` keys are GradDrop's constructor arguments (``leaks`` - one per task, a
-single float, or a dict task name -> leak -, ``keep_prob``, ``scale``, ``renormalize``,
-``use_input_sign``, ``eps``, ``backend``); ``batch_separated`` defaults to True, and ``seed``
-(default 0) seeds the layer's own ``torch.Generator`` (``head.graddrop.generator``).
+The gradient method at the shared activation: ``gradient=dict(method=..., grouping=...,
+**options)`` (see ``ops.multitask`` and docs/multitask.md: ``sum``, ``graddrop``, ``random_sign``,
+``pcgrad``, ``mgda``, ``cagrad``, ``imtl_g``, ``upgrad``, ``aligned_mtl``, ``nash_mtl``,
+``gradnorm``, ``uncertainty``); ``grouping`` is the task layout of ``detector.models.tasks``
+(``cls_box`` default, ``per_branch``, ``per_group``, ``per_group_cls_box``); ``seed`` (default 0)
+seeds the layer's own ``torch.Generator``; ``stats_interval`` (default 0: off) computes the
+gradient diagnostics every N steps (logged by ``GradientStatsHook``). When ``gradient`` is given,
+``graddrop`` is ignored.
+
+The older key ``graddrop=dict(mode=..., grouping=..., ...)`` still works and trains
+bit-identically: ``mode`` ``"graddrop"``, ``"random_sign"`` or ``"off"`` (= method ``sum``: every
+branch reads A itself); its other keys are GradDrop's options (``leaks`` - one per task, a single
+float, or a dict task name -> leak -, ``keep_prob``, ``scale``, ``renormalize``,
+``use_input_sign``, ``eps``, ``backend``, ``batch_separated`` default True, ``seed``).
 
 Losses (each its own entry, so mmengine logs each; summed for the backward):
 ``loss_heatmap`` (Gaussian focal loss) and ``loss_reg_<branch>`` (L1 at the centre cells), plus
@@ -38,12 +41,13 @@ from torch import nn
 from detector.models.losses import gaussian_focal_loss, masked_bce_loss, masked_l1_loss
 from detector.models.targets import (BEVGrid, add_neighbour_slots, decode_boxes, decode_heatmap,
                                      encode_targets, gather_cells, reg_branches)
+from detector.models.tasks import GROUPINGS, task_layout
 from detector.models.types import GroupTargets, HeadOutputs
 from detector.registry import MODELS
 from detector.structures import Det3DSample, Detections
 
-GROUPINGS = ("cls_box", "per_branch", "per_group", "per_group_cls_box")
 GRADDROP_MODES = ("graddrop", "random_sign", "off")
+_MODE_METHOD = {"graddrop": "graddrop", "random_sign": "random_sign", "off": "sum"}
 
 DEFAULT_TRAIN_CFG = dict(gaussian_overlap=0.1, min_radius=2, max_objs=500,
                          range_filter="center_bev", min_points_in_box=0, reg_radius=0,
@@ -89,7 +93,9 @@ class CenterHead(nn.Module):
         heading_encoding: ``"sincos"`` (CenterPoint, default) or ``"axis_dir"`` (sin/cos of twice
             the heading + a front/back direction logit; see ``detector.models.targets``).
         heatmap_init_bias: initial heatmap logit bias (default -2.19, i.e. p = 0.1).
-        graddrop: dict(mode=..., grouping=..., leaks=..., ...), see the module docstring.
+        gradient: dict(method=..., grouping=..., **options), see the module docstring.
+        graddrop: the older dict(mode=..., grouping=..., leaks=..., ...) (used when ``gradient``
+            is None).
         loss_weights: per-branch weights (keys heatmap, offset, z, size, heading, direction, iou).
         focal_alpha, focal_beta: Gaussian focal loss exponents (default 2, 4).
         train_cfg: target options (gaussian_overlap=0.1, min_radius=2, max_objs=500,
@@ -110,7 +116,8 @@ class CenterHead(nn.Module):
                  heading_encoding: str = "sincos",
                  heatmap_init_bias: float = -2.19, graddrop: dict | None = None,
                  loss_weights: dict | None = None, focal_alpha: float = 2.0, focal_beta: float = 4.0,
-                 train_cfg: dict | None = None, test_cfg: dict | None = None):
+                 train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 gradient: dict | None = None):
         super().__init__()
         if in_channels is None or grid is None:
             raise ValueError("CenterHead needs in_channels and grid; CenterPointDetector fills them in")
@@ -145,61 +152,69 @@ class CenterHead(nn.Module):
                 branches[name] = _Branch(share_channels, head_channels, cout, num_branch_convs, bias)
             self.heads.append(branches)
         self.group_names = ["_".join(g).lower() for g in self.class_groups]
-        self._build_graddrop(dict(graddrop or {}))
+        self._build_gradient(None if gradient is None else dict(gradient), dict(graddrop or {}))
 
-    # ----------------------------------------------------------------- GradDrop task layout
-    def _build_graddrop(self, cfg: dict) -> None:
-        mode = cfg.pop("mode", "graddrop")
+    # ----------------------------------------------------------------- task layout + method
+    def _build_gradient(self, gradient: dict | None, graddrop: dict) -> None:
+        from ops.multitask import METHODS, GradientLayer
+
+        if gradient is None:  # the older key: mode -> method, the rest are GradDrop's options
+            where = "CenterHead.graddrop"
+            cfg = graddrop
+            mode = cfg.pop("mode", "graddrop")
+            if mode not in GRADDROP_MODES:
+                raise ValueError(f"{where}.mode must be one of {GRADDROP_MODES}, got {mode!r}")
+            method = _MODE_METHOD[mode]
+            if method == "sum":
+                # The other options stay accepted (and unused) so that one key flips the mode.
+                keep = {"grouping", "seed", "stats_interval", "stats_sample"}
+                cfg = {k: v for k, v in cfg.items() if k in keep}
+            else:
+                cfg.setdefault("batch_separated", True)
+        else:
+            where = "CenterHead.gradient"
+            cfg = gradient
+            method = cfg.pop("method", "sum")
+            mode = {"graddrop": "graddrop", "random_sign": "random_sign", "sum": "off"}.get(method)
+        if method not in METHODS:
+            raise ValueError(f"{where}.method {method!r} is unknown; valid methods: "
+                             f"{sorted(METHODS)}")
         grouping = cfg.pop("grouping", "cls_box")
-        if mode not in GRADDROP_MODES:
-            raise ValueError(f"CenterHead.graddrop.mode must be one of {GRADDROP_MODES}, got {mode!r}")
         if grouping not in GROUPINGS:
-            raise ValueError(f"CenterHead.graddrop.grouping must be one of {GROUPINGS}, got {grouping!r}")
+            raise ValueError(f"{where}.grouping must be one of {GROUPINGS}, got {grouping!r}")
         self.graddrop_mode, self.graddrop_grouping = mode, grouping
-        task_of: dict[tuple[int, str], int] = {}
-        names: list[str] = []
-        for g, gname in enumerate(self.group_names):
-            for b in self.branch_names:
-                kind = "cls" if b == "heatmap" else "box"
-                if grouping == "cls_box":
-                    key = kind
-                elif grouping == "per_branch":
-                    key = f"{gname}/{b}"
-                elif grouping == "per_group":
-                    key = gname
-                else:
-                    key = f"{gname}/{kind}"
-                if key not in names:
-                    names.append(key)
-                task_of[(g, b)] = names.index(key)
+        self.gradient_method = method
+        names, task_of = task_layout(grouping, self.group_names, self.branch_names)
         self.task_names = names
         self.task_of = task_of
-        if mode == "off":
-            # The other options stay accepted (and unused) so that one key flips the mode.
-            self.graddrop = None
-            return
-        from ops.graddrop import GradDrop
-
-        cfg.setdefault("batch_separated", True)
         leaks = cfg.pop("leaks", None)
-        if leaks is None:
-            leaks = (0.0,) * len(names)
-        elif isinstance(leaks, (int, float)):
-            leaks = (float(leaks),) * len(names)
-        elif isinstance(leaks, dict):
-            unknown = set(leaks) - set(names)
-            if unknown:
-                raise ValueError(f"CenterHead.graddrop.leaks names unknown tasks {sorted(unknown)}; "
-                                 f"tasks are {names}")
-            leaks = tuple(float(leaks.get(n, 0.0)) for n in names)
-        elif len(leaks) != len(names):
-            raise ValueError(f"CenterHead.graddrop.leaks has {len(leaks)} values for {len(names)} "
-                             f"tasks {names}")
-        # GradDrop draws from its own generator, so runs are reproducible and the engine's seeding
-        # hooks (which reseed every torch.Generator a module owns) control it.
-        generator = torch.Generator().manual_seed(int(cfg.pop("seed", 0)))
-        self.graddrop = GradDrop(num_tasks=len(names), leaks=tuple(leaks),
-                                 random_sign=(mode == "random_sign"), generator=generator, **cfg)
+        if leaks is not None:
+            if isinstance(leaks, (int, float)):
+                leaks = (float(leaks),) * len(names)
+            elif isinstance(leaks, dict):
+                unknown = set(leaks) - set(names)
+                if unknown:
+                    raise ValueError(f"{where}.leaks names unknown tasks {sorted(unknown)}; "
+                                     f"tasks are {names}")
+                leaks = tuple(float(leaks.get(n, 0.0)) for n in names)
+            elif len(leaks) != len(names):
+                raise ValueError(f"{where}.leaks has {len(leaks)} values for {len(names)} "
+                                 f"tasks {names} (grouping {grouping!r})")
+            cfg["leaks"] = tuple(leaks)
+        elif method in ("graddrop", "random_sign"):
+            cfg["leaks"] = (0.0,) * len(names)
+        # The layer draws from its own generator, so runs are reproducible and the engine's
+        # seeding hooks (which reseed every torch.Generator a module owns) control it.
+        try:
+            self.gradient_layer = GradientLayer(method, len(names), names, **cfg)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e} (grouping {grouping!r}, tasks {names})") from e
+
+    @property
+    def graddrop(self):
+        """The GradDrop layer (the gradient layer with method graddrop/random_sign), else None."""
+        layer = self.gradient_layer
+        return layer if layer.method in ("graddrop", "random_sign") else None
 
     def loss_keys_of_task(self) -> list[list[str]]:
         """For each GradDrop task (in ``task_names`` order), the loss keys it produces."""
@@ -220,12 +235,7 @@ class CenterHead(nn.Module):
             raise ValueError(f"CenterHead: BEV map is {tuple(x.shape[-2:])} but the grid "
                              f"{self.grid} implies {(h, w)}")
         shared = self.shared_conv(x)
-        if self.graddrop is not None:
-            copies = self.graddrop(shared)
-            if isinstance(copies, torch.Tensor):
-                copies = (copies,)
-        else:
-            copies = (shared,) * len(self.task_names)
+        copies = self.gradient_layer(shared)
         groups = []
         for g, branches in enumerate(self.heads):
             groups.append({b: branches[b](copies[self.task_of[(g, b)]]) for b in self.branch_names})
@@ -302,7 +312,21 @@ class CenterHead(nn.Module):
                     iou_t[mask] = 2 * iou[:, None] - 1
                 losses[self._loss_key(g, "iou")] = self.loss_weights["iou"] * masked_l1_loss(
                     gathered["iou"], iou_t, slot_w) / num
+        self._task_losses_to_layer(losses)
         return losses
+
+    def _task_losses_to_layer(self, losses: dict[str, torch.Tensor]) -> None:
+        """Loss-based methods (gradnorm, uncertainty) get each task's loss; uncertainty adds its
+        log-variance term as ``loss_uncertainty``."""
+        layer = self.gradient_layer
+        if not (layer.combiner.needs_losses or layer.method == "uncertainty"):
+            return
+        per_task = [sum(losses[k] for k in keys) for keys in self.loss_keys_of_task()]
+        if layer.combiner.needs_losses:
+            layer.set_losses(per_task)
+        extra = layer.extra_loss(per_task)
+        if extra is not None:
+            losses[f"loss_{layer.method}"] = extra
 
     @staticmethod
     def _aligned_iou3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
