@@ -3,26 +3,17 @@ a checkpoint, and ``--resume`` continuing from it; the head, targets, losses and
 half-precision inputs and compute the losses in float32."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 import torch
 from mmengine.config import Config
-from test_train_support import REPO, TINY_CONFIG, tiny_data_root
+from test_train_support import TINY_CONFIG, clear_scope, load_tool, tiny_data_root
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def _clear_scope():
-    from mmengine.registry import DefaultScope
-    DefaultScope._instance_dict.clear()
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +113,9 @@ def test_train_cli_amp_on_cpu_trains_checkpoints_and_resumes(root, tmp_path):
     work = tmp_path / "amp"
     common = [str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root), "--amp",
               "--cfg-options", "train_cfg.val_interval=100", "default_hooks.checkpoint.interval=1"]
-    train = _tool("train")
+    train = load_tool("train")
     rc = train.main(common[:-2] + ["train_cfg.max_epochs=1", *common[-2:]])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     ckpt = work / "epoch_1.pth"
     assert ckpt.is_file()
@@ -136,7 +127,7 @@ def test_train_cli_amp_on_cpu_trains_checkpoints_and_resumes(root, tmp_path):
     assert len(first) == 2 and all(math.isfinite(r["loss"]) for r in first)
 
     rc = train.main(common + ["--resume"])  # max_epochs 2 from the config: one more epoch
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     assert (work / "epoch_2.pth").is_file()
     resumed = torch.load(work / "epoch_2.pth", map_location="cpu")

@@ -3,7 +3,6 @@ every probe): misspelled ``--cfg-options``, a broken last checkpoint under ``--r
 prediction files in ``tools/waymo_eval.py``, an unwritable ``--out-submission``, file modes."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import warnings
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from oracle import oracle_available, run_oracle
-from test_train_support import TINY_CONFIG, tiny_data_root
+from test_train_support import TINY_CONFIG, clear_scope, load_tool, tiny_data_root
 
 from detector.engine.resume import CheckpointError, checkpoint_problem, resolve_resume
 from detector.engine.runner import ConfigError, load_config
@@ -22,16 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "waymo"
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}_bad", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def _clear_scope():
-    from mmengine.registry import DefaultScope
-    DefaultScope._instance_dict.clear()
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +62,9 @@ def test_existing_keys_constructor_arguments_and_plus_keys_are_accepted(root):
 
 
 def test_train_cli_rejects_misspelled_key_before_training(root, tmp_path, capsys):
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
                               str(root), "--cfg-options", "train_cfg.max_epoch=3"])
-    _clear_scope()
+    clear_scope()
     assert rc == 2
     err = capsys.readouterr().err
     assert "'max_epoch'" in err and "train_cfg.max_epochs" in err
@@ -138,27 +129,27 @@ def test_last_checkpoint_of_a_copied_work_dir_resolves_inside_it(tmp_path):
 @pytest.mark.slow
 def test_train_resume_continues_from_the_newest_intact_checkpoint(root, tmp_path, capsys):
     work = tmp_path / "run"
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
                               "--cfg-options", "train_cfg.max_epochs=1", "train_cfg.val_interval=100"])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     good = (work / "epoch_1.pth").read_bytes()
     (work / "epoch_2.pth").write_bytes(good[: len(good) // 3])  # a save killed half-way
     (work / "last_checkpoint").write_text(str(work / "epoch_2.pth"))
     with pytest.warns(UserWarning, match="skipping broken checkpoint"):
-        rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root",
+        rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root",
                                   str(root), "--resume", "--cfg-options", "train_cfg.max_epochs=2",
                                   "train_cfg.val_interval=100"])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     assert checkpoint_problem(work / "epoch_2.pth") is None  # trained again and saved whole
     meta = torch.load(work / "epoch_2.pth", map_location="cpu", weights_only=False)["meta"]
     assert meta["epoch"] == 2
     # named explicitly and broken: rc 2 and the intact ones listed, no traceback
     (work / "epoch_2.pth").write_bytes(good[:1000])
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
                               "--resume", str(work / "epoch_2.pth")])
-    _clear_scope()
+    clear_scope()
     assert rc == 2
     err = capsys.readouterr().err
     assert "epoch_2.pth: it is truncated" in err and "epoch_1.pth" in err
@@ -195,7 +186,7 @@ def _pred_file(tmp_path, boxes, scores, name="pred.bin") -> Path:
 
 
 def _eval(capsys, *args):
-    rc = _tool("waymo_eval").main([str(a) for a in args])
+    rc = load_tool("waymo_eval").main([str(a) for a in args])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -296,9 +287,9 @@ def test_unwritable_out_submission_fails_before_the_test_run(root, tmp_path, cap
     blocker.write_text("x")
     ckpt = tmp_path / "any.pth"
     ckpt.write_bytes(b"never loaded")
-    rc = _tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
+    rc = load_tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
                              "--data-root", str(root), "--out-submission", str(blocker / "val.bin")])
-    _clear_scope()
+    clear_scope()
     assert rc == 2
     err = capsys.readouterr().err
     assert f"--out-submission {blocker / 'val.bin'}: cannot create its folder" in err
@@ -306,15 +297,21 @@ def test_unwritable_out_submission_fails_before_the_test_run(root, tmp_path, cap
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_atomic_outputs_respect_the_umask(tmp_path, umask):
+    from detector.datasets.waymo import write_tfrecord
     from detector.evaluation.waymo.objects_io import write_objects
     from detector.fileio import atomic_write_bytes
+    from detector.visualization.bev import plot_bev
+    from detector.visualization.render import write_png
     old = os.umask(umask)
     try:
         atomic_write_bytes(tmp_path / "x.bin", b"abc")
         write_objects(tmp_path / "sub.bin", "seg", 1, GT_BOXES, [1, 1, 1], [0.5, 0.5, 0.5])
+        write_tfrecord(tmp_path / "rec.tfrecord", [b"record"])
+        plot_bev(np.zeros((10, 5), np.float32), GT_BOXES, GT_BOXES, np.ones(3), tmp_path / "bev.png")
+        write_png(np.zeros((4, 4, 3), np.uint8), tmp_path / "pic.png")
     finally:
         os.umask(old)
-    for name in ("x.bin", "sub.bin"):
+    for name in ("x.bin", "sub.bin", "rec.tfrecord", "bev.png", "pic.png"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
     assert (tmp_path / "x.bin").read_bytes() == b"abc"
     assert not list(tmp_path.glob(".*.tmp"))

@@ -2,13 +2,12 @@
 tools/test.py's checkpoint checks, --out and --show-dir, on the tiny config and tiny data."""
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from test_train_support import REPO, TINY_CONFIG, tiny_data_root
+from test_train_support import REPO, TINY_CONFIG, clear_scope, load_tool, tiny_data_root
 
 from detector.engine.inference import (DEFAULT_ELONGATION, CheckpointMismatchError,
                                        MissingFeatureWarning, inference_detector, init_detector,
@@ -17,16 +16,8 @@ from detector.engine.inference import (DEFAULT_ELONGATION, CheckpointMismatchErr
 SMALL_MODEL = REPO / "configs" / "_base_" / "models" / "centerpoint_graddrop_small.py"
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def _clear_scope():
-    from mmengine.registry import DefaultScope
-    DefaultScope._instance_dict.clear()
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +133,9 @@ def test_test_cli_rejects_wrong_and_empty_checkpoints(root, tiny, tmp_path, caps
     empty = tmp_path / "empty.pth"
     torch.save({"state_dict": {}, "meta": {}}, empty)
     for ckpt, says in ((other, "shape mismatches"), (empty, "state_dict is empty")):
-        rc = _tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
+        rc = load_tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
                                  "--data-root", str(root)])
-        _clear_scope()
+        clear_scope()
         err = capsys.readouterr().err
         assert rc == 2, f"{ckpt.name} evaluated to a number"
         assert says in err and ckpt.name in err
@@ -156,10 +147,10 @@ def test_test_cli_out_and_show_dir(root, tiny, tmp_path, capsys):
     from detector.evaluation.detections_io import read_detections
     _, ckpt = tiny
     out, show = tmp_path / "raw.npz", tmp_path / "show"
-    rc = _tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
+    rc = load_tool("test").main([str(TINY_CONFIG), str(ckpt), "--work-dir", str(tmp_path / "w"),
                              "--data-root", str(root), "--out", str(out), "--show-dir", str(show),
                              "--score-thr", "0"])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     val = load_index(root, "val")
     frames, classes = read_detections(out)

@@ -4,24 +4,14 @@ errors naming the config key, and the NaN guard keeping the last good checkpoint
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from test_train_support import REPO, TINY_CONFIG, tiny_data_root
+from test_train_support import TINY_CONFIG, clear_scope, load_tool, tiny_data_root
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
-def _clear_scope():
-    from mmengine.registry import DefaultScope
-    DefaultScope._instance_dict.clear()
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +23,10 @@ def root(tmp_path_factory):
 def trained(root, tmp_path_factory):
     """One epoch of the tiny config through the train CLI (validation off: tested via test.py)."""
     work = tmp_path_factory.mktemp("train")
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
                               "--cfg-options", "train_cfg.max_epochs=1",
                               "train_cfg.val_interval=100"])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     return work
 
@@ -86,9 +76,9 @@ def test_test_cli_prints_table_writes_metrics_and_submission(trained, root, tmp_
     from waymo_open_dataset.protos import metrics_pb2
 
     sub = tmp_path / "det.bin"
-    rc = _tool("test").main([str(TINY_CONFIG), str(trained / "epoch_1.pth"), "--work-dir",
+    rc = load_tool("test").main([str(TINY_CONFIG), str(trained / "epoch_1.pth"), "--work-dir",
                              str(tmp_path), "--data-root", str(root), "--out-submission", str(sub)])
-    _clear_scope()
+    clear_scope()
     assert rc == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     names = {"OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1", "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_2",
@@ -144,7 +134,7 @@ def test_runs_started_within_one_second_get_their_own_logger(monkeypatch):
 
 
 def test_unknown_module_fails_at_startup_naming_the_key(root, tmp_path, capsys):
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
                               str(root), "--cfg-options", "model.neck.type=SECONDFNP"])
     assert rc == 2
     err = capsys.readouterr().err
@@ -153,7 +143,7 @@ def test_unknown_module_fails_at_startup_naming_the_key(root, tmp_path, capsys):
 
 
 def test_missing_data_folder_fails_at_startup_naming_the_key(tmp_path, capsys):
-    rc = _tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
+    rc = load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(tmp_path), "--data-root",
                               str(tmp_path / "missing")])
     assert rc == 2
     err = capsys.readouterr().err
@@ -169,10 +159,10 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(trained, root, t
     shutil.copytree(trained, work)
     digest = hashlib.sha256((work / "epoch_1.pth").read_bytes()).hexdigest()
     with pytest.raises(NonFiniteLossError) as exc:
-        _tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
+        load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
                              "--resume", str(work / "epoch_1.pth"), "--cfg-options",
                              "model.head.loss_weights.heatmap=nan", "train_cfg.val_interval=100"])
-    _clear_scope()
+    clear_scope()
     msg = str(exc.value)
     assert "iteration 3" in msg and "loss_heatmap=nan" in msg and "loss_reg_size=" in msg
     # the copied work dir's checkpoint, not the path recorded in the run it was copied from

@@ -56,3 +56,19 @@ def tiny_data_root(tmp_path_factory) -> Path:
         make_tiny_data(base)
         done.write_text("ok")
     return base / "converted"
+
+
+def load_tool(name: str):
+    """A fresh module object of ``tools/<name>.py`` (its ``main(argv)`` runs the tool in-process)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def clear_scope() -> None:
+    """Forget mmengine's default scopes, so that the next in-process tool run starts clean."""
+    from mmengine.registry import DefaultScope
+    DefaultScope._instance_dict.clear()
+

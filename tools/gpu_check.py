@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -465,13 +464,11 @@ def environment(libraries: bool = True) -> dict:
 
 def write_report(report: dict, path: Path) -> None:
     """Write the JSON report atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    from detector.fileio import atomic_write
+
+    with atomic_write(Path(path), "w") as f:
         json.dump(report, f, indent=2, default=str)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 CHECKS = ("voxelize", "graddrop", "iou_nms", "train_fp32", "train_amp", "throughput")

@@ -14,9 +14,7 @@ point_cloud_range, as the test loop scores them); --types keeps the named types 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,20 +82,10 @@ def write_gt_bin(root, split: str, out, eval_range=None, types=None) -> tuple[in
         raise ValueError(f"{Path(root) / split}: no converted frames")
     codes = None if types is None else [WAYMO_TYPES[t] for t in types]
     objs = ground_truth_objects(records, eval_range, codes)
+    from detector.fileio import atomic_write_bytes
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(objs.SerializeToString())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(out, objs.SerializeToString())
     return len(objs.objects), len(records)
 
 

@@ -9,8 +9,6 @@ so plotting never touches a display or global figure state.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +114,11 @@ def plot_bev(points, gt_boxes, pred_boxes, pred_scores, out_path, *, gt_types=No
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
 
+    from ..fileio import atomic_write
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(out, fsync=False) as f:
+        fig.savefig(f, format="png", dpi=dpi)
     return out
 
 

@@ -344,17 +344,11 @@ def write_png(image: np.ndarray, out_path) -> Path:
     """Write an RGB image as PNG atomically (temporary file in the same folder, then rename)."""
     from PIL import Image
 
+    from ..fileio import atomic_write
+
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(out, fsync=False) as f:
+        Image.fromarray(np.ascontiguousarray(image)).save(f, format="PNG")
     return out
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -236,30 +235,19 @@ def write_tfrecord(path, records: Iterable[bytes]) -> int:
     Returns the number of records written. On any exception the temporary file is removed and
     an existing ``path`` is left as it was.
     """
+    from ...fileio import atomic_write  # temp file + fsync + rename; mode 0666 less the umask
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for rec in records:
-                if not isinstance(rec, (bytes, bytearray, memoryview)):
-                    raise TypeError(f"write_tfrecord({path}): record {n} is "
-                                    f"{type(rec).__name__}, expected bytes")
-                head = struct.pack("<Q", len(rec))
-                f.write(head)
-                f.write(struct.pack("<I", masked_crc32c(head)))
-                f.write(rec)
-                f.write(_FOOTER.pack(masked_crc32c(rec)))
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as f:
+        for rec in records:
+            if not isinstance(rec, (bytes, bytearray, memoryview)):
+                raise TypeError(f"write_tfrecord({path}): record {n} is "
+                                f"{type(rec).__name__}, expected bytes")
+            head = struct.pack("<Q", len(rec))
+            f.write(head)
+            f.write(struct.pack("<I", masked_crc32c(head)))
+            f.write(rec)
+            f.write(_FOOTER.pack(masked_crc32c(rec)))
+            n += 1
     return n
