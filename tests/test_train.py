@@ -150,7 +150,12 @@ def test_missing_data_folder_fails_at_startup_naming_the_key(tmp_path, capsys):
     assert "train_dataloader.dataset.data_root" in err and "does not exist" in err
 
 
-def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(trained, root, tmp_path):
+@pytest.mark.parametrize("mode", ["graddrop", "off"])
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(trained, root, tmp_path, mode):
+    """GradDrop (any method with a layer at the shared activation) refuses the NaN gradient in
+    its backward, naming the task; without a layer (the plain sum without diagnostics) the NaN
+    guard stops the run after the step, naming the step, every loss and the last good checkpoint. Either way the
+    checkpoint is untouched and no later one is written."""
     import shutil
 
     from detector.engine.hooks import NonFiniteLossError
@@ -158,14 +163,21 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(trained, root, t
     work = tmp_path / "nan"
     shutil.copytree(trained, work)
     digest = hashlib.sha256((work / "epoch_1.pth").read_bytes()).hexdigest()
-    with pytest.raises(NonFiniteLossError) as exc:
+    with pytest.raises(FloatingPointError) as exc:
         load_tool("train").main([str(TINY_CONFIG), "--work-dir", str(work), "--data-root", str(root),
-                             "--resume", str(work / "epoch_1.pth"), "--cfg-options",
-                             "model.head.loss_weights.heatmap=nan", "train_cfg.val_interval=100"])
+                                 "--resume", str(work / "epoch_1.pth"), "--cfg-options",
+                                 "model.head.loss_weights.heatmap=nan", "train_cfg.val_interval=100",
+                                 f"model.head.graddrop.mode={mode}",
+                                 # no diagnostics: the plain sum then puts no layer on the path
+                                 *(["custom_hooks.5.interval=0"] if mode == "off" else [])])
     clear_scope()
     msg = str(exc.value)
-    assert "iteration 3" in msg and "loss_heatmap=nan" in msg and "loss_reg_size=" in msg
-    # the copied work dir's checkpoint, not the path recorded in the run it was copied from
-    assert f"the last good checkpoint is {work / 'epoch_1.pth'}" in msg
+    if mode == "off":
+        assert isinstance(exc.value, NonFiniteLossError)
+        assert "iteration 3" in msg and "loss_heatmap=nan" in msg and "loss_reg_size=" in msg
+        # the copied work dir's checkpoint, not the path recorded in the run it was copied from
+        assert f"the last good checkpoint is {work / 'epoch_1.pth'}" in msg
+    else:
+        assert "multitask[graddrop]: non-finite (NaN/inf) gradient" in msg and "['cls']" in msg
     assert hashlib.sha256((work / "epoch_1.pth").read_bytes()).hexdigest() == digest
     assert not (work / "epoch_2.pth").exists()

@@ -161,6 +161,14 @@ class Combiner(nn.Module):
             out.append(g)
         # One float64 reduction per task (no boolean temporary): its sum is finite exactly when
         # every element is (NaN and +-inf propagate; float64 cannot overflow on float32 data).
+        if ref.device.type != "cpu":
+            # On an accelerator reading the sums back would stall every step: a device-side
+            # assert stops the step instead, without a host read (its message cannot name the
+            # task; run on the CPU to find it).
+            for name, g in zip(self.task_names, out):
+                torch._assert_async(torch.isfinite(g.sum(dtype=torch.float64)),
+                                    f"{where}: non-finite gradient at the shared activation")
+            return out
         bad = [name for name, g in zip(self.task_names, out)
                if not math.isfinite(float(g.sum(dtype=torch.float64)))]
         if bad:
