@@ -72,3 +72,16 @@ def make_frame(num_boxes: int = 20, beams: int = 64, azimuths: int = 2650, max_r
     xyz = np.concatenate(pts)
     feats = np.column_stack([xyz, np.tanh(rng.uniform(0, 2, len(xyz))), rng.uniform(0, 0.3, len(xyz))])
     return torch.from_numpy(feats.astype(np.float32)), torch.from_numpy(boxes.astype(np.float32))
+
+
+def make_batch(batch: int, num_boxes: int = 30, seed: int = 0, box_range: float = 50.0):
+    """``batch`` frames of :func:`make_frame` (seeds ``seed``, ``seed + 1``, ...) as the model's
+    inputs: a list of point tensors and one VEHICLE-labelled ``Det3DSample`` per frame."""
+    from detector.structures import Det3DSample
+
+    pts, samples = [], []
+    for i in range(batch):
+        p, b = make_frame(num_boxes=num_boxes, seed=seed + i, box_range=box_range)
+        pts.append(p)
+        samples.append(Det3DSample(b, torch.zeros(len(b), dtype=torch.long), frame_id=i))
+    return pts, samples

@@ -49,16 +49,9 @@ def _build(config: str, graddrop_mode: str | None = None):
 
 
 def _frames(batch: int, seed: int = 0):
-    from detector.testing.model_frame import make_frame
-    from detector.structures import Det3DSample
-    import torch
+    from detector.testing.model_frame import make_batch
 
-    pts, samples = [], []
-    for i in range(batch):
-        p, b = make_frame(num_boxes=30, seed=seed + i, box_range=50.0)
-        pts.append(p)
-        samples.append(Det3DSample(b, torch.zeros(len(b), dtype=torch.long), frame_id=i))
-    return pts, samples
+    return make_batch(batch, num_boxes=30, seed=seed, box_range=50.0)
 
 
 class Clock:

@@ -45,17 +45,9 @@ def _build(config: str, method: str, seed: int = 0):
 
 
 def _frames(batch: int, seed: int = 0):
-    import torch
+    from detector.testing.model_frame import make_batch
 
-    from detector.models.synthetic_frame import make_frame
-    from detector.structures import Det3DSample
-
-    pts, samples = [], []
-    for i in range(batch):
-        p, b = make_frame(num_boxes=30, seed=seed + i, box_range=35.0)
-        pts.append(p)
-        samples.append(Det3DSample(b, torch.zeros(len(b), dtype=torch.long), frame_id=i))
-    return pts, samples
+    return make_batch(batch, num_boxes=30, seed=seed, box_range=35.0)
 
 
 def _instrument(model):
