@@ -631,3 +631,35 @@ def test_compare_methods_table_welch_and_skipping_finished_runs(tmp_path, capsys
         "cagrad": {"c": 0.4}, "mgda": {"epsilon": 1e-4}}
     assert cm.main(["x.py", "--methods", "pcgard", "--work-dir", str(tmp_path)]) == 2
     assert "unknown method(s) ['pcgard']" in capsys.readouterr().err
+
+
+def test_compare_methods_queue_runs_at_most_jobs_at_once_and_reports_failures(tmp_path, capsys):
+    import json
+    import sys
+
+    cm = _compare_module()
+    # Each child records its start/end time and the thread count it was given.
+    child = ("import json, os, sys, time; t0 = time.time(); time.sleep(0.6); "
+             "json.dump(dict(t0=t0, t1=time.time(), omp=os.environ.get('OMP_NUM_THREADS')), "
+             "open(sys.argv[1], 'w')); sys.exit(int(sys.argv[2]))")
+    queue = []
+    for i in range(4):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        queue.append((f"r{i}", [sys.executable, "-c", child, str(d / "t.json"), str(int(i == 2))],
+                      d / "run.log"))
+    done = []
+    failed = cm.run_queue(queue, 2, on_done=lambda: done.append(1))
+    assert failed == ["r2"]
+    assert len(done) == 3  # the table is rewritten after each successful run only
+    spans = [json.loads((tmp_path / f"r{i}" / "t.json").read_text()) for i in range(4)]
+    assert all(s["omp"] is not None and int(s["omp"]) >= 1 for s in spans)
+    # At no instant do more than two children run; at some instant two do.
+    events = sorted([(s["t0"], 1) for s in spans] + [(s["t1"], -1) for s in spans])
+    level, peak = 0, 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    assert peak == 2
+    out = capsys.readouterr().out
+    assert "r2: FAILED (exit 1)" in out and out.count(": done in") == 3

@@ -2,7 +2,7 @@
 
     python tools/compare_methods.py CONFIG --methods sum graddrop pcgrad ... --seeds 0 1 2
         [--work-dir work_dirs/compare] [--data-root CONVERTED] [--epochs N]
-        [--grouping cls_box] [--option METHOD.KEY=VALUE ...] [--report-only]
+        [--grouping cls_box] [--option METHOD.KEY=VALUE ...] [--jobs N] [--report-only]
 
 Each (method, seed) trains in its own subprocess into ``WORK_DIR/<method>_seed<seed>/`` (the
 method set as ``model.head.gradient = dict(method=..., grouping=...)``, the seed as
@@ -249,6 +249,10 @@ def main(argv=None) -> int:
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option, e.g. cagrad.c=0.4 (repeatable)")
     p.add_argument("--report-only", action="store_true", help="train nothing; table + plot only")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once (each with cpu_count // jobs threads; the CPU "
+                        "sparse convolution of spconv uses one thread, so 2 jobs on 2 cores "
+                        "finish the queue sooner). Step times are then shared-machine figures")
     p.add_argument("--run-one", nargs=2, metavar=("METHOD", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     work_dir = Path(args.work_dir)
@@ -271,6 +275,7 @@ def main(argv=None) -> int:
         return 2
     work_dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        queue = []
         for seed in args.seeds:
             for m in args.methods:
                 run_dir = work_dir / f"{m}_seed{seed}"
@@ -285,18 +290,56 @@ def main(argv=None) -> int:
                     cmd += ["--data-root", args.data_root]
                 if args.epochs:
                     cmd += ["--epochs", str(args.epochs)]
-                print(f"[compare] {m} seed {seed}: training -> {run_dir}", flush=True)
-                t = time.time()
-                with open(run_dir / "run.log", "a") as log:
-                    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-                if rc != 0:
-                    print(f"[compare] {m} seed {seed}: FAILED (exit {rc}), see "
-                          f"{run_dir / 'run.log'}", flush=True)
-                    continue
-                print(f"[compare] {m} seed {seed}: done in {time.time() - t:.0f} s", flush=True)
-                _report(work_dir, args.methods, args.seeds)
+                queue.append((f"{m} seed {seed}", cmd, run_dir / "run.log"))
+        failed = run_queue(queue, args.jobs,
+                           on_done=lambda: _report(work_dir, args.methods, args.seeds))
     _report(work_dir, args.methods, args.seeds)
+    if failed:
+        print(f"[compare] {len(failed)} run(s) failed: {', '.join(failed)} (rerun to retry)",
+              file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def run_queue(queue, jobs: int, on_done=None) -> list[str]:
+    """Run ``queue`` ([(name, argv, log_path)], in order) with at most ``jobs`` at once.
+
+    Each child appends its output to its log and, when ``jobs > 1``, gets
+    ``OMP_NUM_THREADS`` / ``NUMBA_NUM_THREADS`` = cpu_count // jobs (at least 1), so the jobs
+    do not oversubscribe the cores. ``on_done()`` runs after each child that exits 0 (the
+    table is rewritten as results arrive). Returns the names of the failed runs.
+    """
+    jobs = max(1, int(jobs))
+    env = dict(os.environ)
+    if jobs > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        env.update(OMP_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    pending = list(queue)
+    running: list[tuple] = []
+    failed: list[str] = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            name, cmd, log_path = pending.pop(0)
+            print(f"[compare] {name}: training -> {Path(log_path).parent}", flush=True)
+            log = open(log_path, "a")
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((name, proc, log, log_path, time.time()))
+        time.sleep(0.2)
+        for item in list(running):
+            name, proc, log, log_path, t = item
+            rc = proc.poll()
+            if rc is None:
+                continue
+            running.remove(item)
+            log.close()
+            if rc != 0:
+                failed.append(name)
+                print(f"[compare] {name}: FAILED (exit {rc}), see {log_path}", flush=True)
+                continue
+            print(f"[compare] {name}: done in {time.time() - t:.0f} s", flush=True)
+            if on_done is not None:
+                on_done()
+    return failed
 
 
 def _report(work_dir: Path, methods, seeds) -> None:
