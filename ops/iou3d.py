@@ -17,9 +17,10 @@ Public API (numpy in -> numpy out; torch in -> torch out on the same device):
     iou = boxes_iou_bev(a, b)    # (N, 7), (M, 7) -> (N, M) float64
     iou = boxes_iou3d(a, b)      # the Waymo metric's 3D IoU, exactly
     iou = boxes_iou3d_aligned(a, b)  # (N, 7), (N, 7) -> (N,): row i with row i
+    iou = boxes_iou3d_aligned_torch(a, b)  # the same in torch ops on any device, no host read
     keep = nms_bev(boxes, scores, iou_threshold, pre_max_size=None, post_max_size=None)
 
-CPU arrays/tensors run a Numba kernel (parallel over rows, early exit on centre distance);
+``boxes_iou3d_aligned`` on CPU data, and the matrices, run a Numba kernel (parallel over rows, early exit on centre distance);
 CUDA tensors run a Numba-CUDA kernel sharing the same geometry code (tested under
 ``NUMBA_ENABLE_CUDASIM=1``). ``boxes_iou3d_reference`` / ``boxes_iou_bev_reference`` /
 ``nms_bev_reference`` are slow pure-Python versions using a different algorithm (vertex
@@ -35,7 +36,8 @@ import sys
 import numba as nb
 import numpy as np
 
-__all__ = ["boxes_iou_bev", "boxes_iou3d", "boxes_iou3d_aligned", "nms_bev", "iou3d_pair", "iou_bev_pair",
+__all__ = ["boxes_iou_bev", "boxes_iou3d", "boxes_iou3d_aligned", "boxes_iou3d_aligned_torch",
+           "nms_bev", "iou3d_pair", "iou_bev_pair",
            "boxes_iou_bev_reference", "boxes_iou3d_reference", "nms_bev_reference"]
 
 MIN_SIZE = 0.01   # official: a size <= 0.01 makes the box degenerate (IoU 0)
@@ -398,11 +400,16 @@ def boxes_iou3d(a, b):
 
 def boxes_iou3d_aligned(a, b):
     """3D IoU of row i of ``a`` with row i of ``b`` (both (N, 7)) -> (N,) float64, in O(N)
-    (e.g. an IoU-prediction target). numpy -> numpy; torch -> torch (CPU kernel; CUDA tensors
-    are computed on the host and moved back)."""
+    (e.g. an IoU-prediction target). numpy -> numpy; CPU torch -> torch (the Numba kernel);
+    torch on any other device -> ``boxes_iou3d_aligned_torch`` there (float32 math on
+    devices without float64, e.g. MPS)."""
     torch_in = _is_torch(a)
     if torch_in != _is_torch(b):
         raise TypeError("boxes a and b must both be torch tensors or both numpy arrays")
+    if torch_in and a.device.type != "cpu":
+        import torch
+        dtype = torch.float32 if a.device.type == "mps" else torch.float64
+        return boxes_iou3d_aligned_torch(a.to(dtype), b.to(dtype))
     an = a.detach().cpu().numpy() if torch_in else np.asarray(a)
     bn = b.detach().cpu().numpy() if torch_in else np.asarray(b)
     _check_boxes(an, "a")
@@ -416,6 +423,93 @@ def boxes_iou3d_aligned(a, b):
         import torch
         return torch.from_numpy(out).to(a.device)
     return out
+
+
+def boxes_iou3d_aligned_torch(a, b):
+    """3D IoU of row i of ``a`` with row i of ``b`` ((N, 7) tensors, one device) -> (N,) in
+    their dtype, in fixed-shape torch ops: no value is read back to the host, so it runs on an
+    accelerator inside a training step (the IoU branch's target) without a sync.
+
+    The same definition as the kernels (degenerate or non-finite boxes: 0; closed z
+    intervals; result in [0, 1]), by vertex enumeration: the intersection polygon's vertices are
+    the corners of each rectangle inside the other and the 16 edge crossings; the valid ones
+    (a mask, not a selection) are sorted by angle around their mean and the shoelace formula
+    gives the area. Invalid slots are replaced by the first sorted vertex, which adds zero-length
+    edges only. Tested against the Numba kernel on random and touching boxes: within 2e-12 in
+    float64; in float32 within 1e-5 on most pairs, up to ~1e-3 where two edges are within
+    1e-4 rad of parallel (their crossing is not computed; see ``par``).
+    """
+    import torch
+
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 7:
+        raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)}: expected two (N, 7)")
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device} but b is on {b.device}")
+    b = b.to(a.dtype)
+    n = a.shape[0]
+    eps = 1e-9 if a.dtype == torch.float64 else 1e-5
+
+    def corners(x):                                   # (N, 4, 2), counter-clockwise
+        c, s_ = torch.cos(x[:, 6]), torch.sin(x[:, 6])
+        u = torch.tensor([0.5, 0.5, -0.5, -0.5], dtype=x.dtype, device=x.device) * x[:, 3:4]
+        v = torch.tensor([-0.5, 0.5, 0.5, -0.5], dtype=x.dtype, device=x.device) * x[:, 4:5]
+        px = x[:, 0:1] + u * c[:, None] - v * s_[:, None]
+        py = x[:, 1:2] + u * s_[:, None] + v * c[:, None]
+        return torch.stack([px, py], -1)
+
+    def inside(p, x):                                 # points (N, P, 2) in boxes x -> (N, P)
+        c, s_ = torch.cos(x[:, 6])[:, None], torch.sin(x[:, 6])[:, None]
+        dx, dy = p[..., 0] - x[:, 0:1], p[..., 1] - x[:, 1:2]
+        u, v = dx * c + dy * s_, -dx * s_ + dy * c
+        return (u.abs() <= x[:, 3:4] / 2 + eps) & (v.abs() <= x[:, 4:5] / 2 + eps)
+
+    ca, cb = corners(a), corners(b)
+    # Edge crossings: edge i of a (p1 -> p2) with edge j of b (p3 -> p4), all 16 pairs.
+    p1, p2 = ca[:, :, None, :], ca.roll(-1, 1)[:, :, None, :]
+    p3, p4 = cb[:, None, :, :], cb.roll(-1, 1)[:, None, :, :]
+    r, q = p2 - p1, p4 - p3
+    d = r[..., 0] * q[..., 1] - r[..., 1] * q[..., 0]
+    w = p3 - p1
+    # Edges within ``par`` radians of parallel have no crossing of their own: rounding would
+    # put one anywhere along the common line (boxes touching end to end), and where they
+    # overlap, their end points are corners found inside the other box.
+    par = 1e-9 if a.dtype == torch.float64 else 1e-4
+    lens = torch.linalg.vector_norm(r, dim=-1) * torch.linalg.vector_norm(q, dim=-1)
+    crosses = d.abs() > par * lens
+    safe = torch.where(crosses, d, torch.ones_like(d))
+    t = (w[..., 0] * q[..., 1] - w[..., 1] * q[..., 0]) / safe
+    uu = (w[..., 0] * r[..., 1] - w[..., 1] * r[..., 0]) / safe
+    cross_ok = crosses & (t >= 0) & (t <= 1) & (uu >= 0) & (uu <= 1)
+    cross = (p1 + t[..., None] * r).reshape(n, 16, 2)
+    pts = torch.cat([ca, cb, cross], 1)                               # (N, 24, 2)
+    ok = torch.cat([inside(ca, b), inside(cb, a), cross_ok.reshape(n, 16)], 1)
+    okf = ok.to(a.dtype)
+    count = okf.sum(1, keepdim=True)
+    mean = (pts * okf[..., None]).sum(1) / count.clamp(min=1)
+    ang = torch.atan2(pts[..., 1] - mean[:, 1:2], pts[..., 0] - mean[:, 0:1])
+    ang = torch.where(ok, ang, torch.full_like(ang, 10.0))           # invalid ones last
+    order = ang.argsort(1)
+    srt = torch.gather(pts, 1, order[..., None].expand(n, 24, 2))
+    sok = torch.gather(ok, 1, order)
+    srt = torch.where(sok[..., None], srt, srt[:, :1, :])
+    nxt = srt.roll(-1, 1)
+    area = 0.5 * (srt[..., 0] * nxt[..., 1] - nxt[..., 0] * srt[..., 1]).sum(1).abs()
+    area = torch.where(count[:, 0] >= 3, area, torch.zeros_like(area))
+
+    za0, za1 = a[:, 2] - a[:, 5] / 2, a[:, 2] + a[:, 5] / 2
+    zb0, zb1 = b[:, 2] - b[:, 5] / 2, b[:, 2] + b[:, 5] / 2
+    dz = (torch.minimum(za1, zb1) - torch.maximum(za0, zb0)).clamp(min=0)
+    inter = area * dz
+    vol_a = a[:, 3] * a[:, 4] * a[:, 5]
+    vol_b = b[:, 3] * b[:, 4] * b[:, 5]
+    union = vol_a + vol_b - inter
+    iou = (inter / torch.where(union > 0, union, torch.ones_like(union))).clamp(0, 1)
+
+    def valid(x):
+        size = x[:, 3:6]
+        return (torch.isfinite(x).all(1) & (size > MIN_SIZE).all(1) & (size < MAX_SIZE).all(1))
+
+    return torch.where(valid(a) & valid(b) & (union > 0), iou, torch.zeros_like(iou))
 
 
 def nms_bev(boxes, scores, iou_threshold: float, pre_max_size: int | None = None,

@@ -216,3 +216,21 @@ def test_the_head_names_a_frame_whose_ground_truth_is_on_another_device():
     with pytest.raises(ValueError, match=r"data_samples\[0\] \(frame 0\) gt_boxes is on cpu, "
                                          r"the predictions on meta"):
         model.head.loss(outputs, cpu_samples, data["inputs"]["points"])
+
+
+def test_iou_branch_target_is_computed_on_the_device():
+    """The IoU branch's target (decoded boxes vs their ground truth, per regression slot) runs
+    in torch ops off the CPU: the loss, its backward and mmengine's step all stay on meta."""
+    from mmengine.optim import OptimWrapper
+
+    model = meta_model(with_iou=True)
+    model.train()
+    data = model.data_preprocessor(batch_on_cpu(), True)
+    losses = model(data["inputs"], data["data_samples"], "loss")
+    assert {"loss_iou_vehicle", "loss_iou_pedestrian_cyclist"} <= set(losses)
+    assert_all_on_meta(losses, "losses")
+    sum(losses.values()).backward()
+    model.zero_grad(set_to_none=True)
+    log_vars = model.train_step(batch_on_cpu(seed=1),
+                                OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3)))
+    assert_all_on_meta(log_vars, "log_vars")
