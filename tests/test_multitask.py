@@ -632,6 +632,30 @@ def test_compare_methods_table_welch_and_skipping_finished_runs(tmp_path, capsys
     assert cm.main(["x.py", "--methods", "pcgard", "--work-dir", str(tmp_path)]) == 2
     assert "unknown method(s) ['pcgard']" in capsys.readouterr().err
 
+    # Gradient diagnostics from mmengine's scalar log (two starts of a resumed run, a cut line).
+    log = tmp_path / "pcgrad_seed0" / "train"
+    for stamp, rows in (("20260101_000000", [dict(loss=1.0), {"grad/cos/cls~box": 0.2,
+                                                               "grad/conflict": 0.4,
+                                                               "grad/kept/cls": 0.9}]),
+                        ("20260101_010000", [{"grad/cos/cls~box": 0.4, "grad/conflict": 0.5,
+                                              "grad/kept/cls": 0.7}])):
+        (log / stamp / "vis_data").mkdir(parents=True)
+        text = "\n".join(json.dumps(r) for r in rows) + ("\n{\"grad/cos" if stamp == "20260101_010000" else "")
+        (log / stamp / "vis_data" / "scalars.json").write_text(text)
+    stats = cm.grad_stats(tmp_path / "pcgrad_seed0")
+    assert stats == pytest.approx({"cos": 0.3, "conflict": 0.45, "kept/cls": 0.8})
+    assert cm.grad_stats(tmp_path / "sum_seed0") == {}
+    assert cm.main(["no_such_config.py", "--methods", "sum", "pcgrad", "--seeds", "0", "1", "2",
+                    "--work-dir", str(tmp_path), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("| method"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    row = next(line for line in out.splitlines() if line.startswith("| pcgrad"))
+    cells = dict(zip(cols, (c.strip() for c in row.strip("|").split("|"))))
+    assert (cells["grad cos"], cells["conflict"]) == ("0.300", "0.450")  # seed 0 only has a log
+    sum_row = next(line for line in out.splitlines() if line.startswith("| sum"))
+    assert dict(zip(cols, (c.strip() for c in sum_row.strip("|").split("|"))))["grad cos"] == "-"
+
 
 def test_compare_methods_queue_runs_at_most_jobs_at_once_and_reports_failures(tmp_path, capsys):
     import json

@@ -13,7 +13,9 @@ the command can be stopped and started again at any time. Runs go seed by seed (
 with seed 0 first), so a partial comparison still covers every method.
 
 Printed table (and ``WORK_DIR/summary.md``): vehicle L1/L2 AP and APH mean +- sd over the
-finished seeds, each task's final training loss (mean of the last 20 iterations), the step-time
+finished seeds, each task's final training loss (mean of the last 20 iterations), the tasks'
+gradient cosine and sign-conflict share at the shared activation over the run (``grad cos``,
+``conflict``: GradientStatsHook's diagnostics from the run's scalar log), the step-time
 ratio against ``sum`` (median iteration time over the run; sequential runs on a shared machine,
 so only a rough figure: tools/benchmarks/bench_multitask.py measures it interleaved), and
 Welch's t-test of L1 AP against ``sum`` (p-value; needs >= 2 seeds of both). ``WORK_DIR/ap.png``
@@ -173,7 +175,7 @@ def summarize(results: list[dict], methods: list[str]) -> str:
     base_time = _mean_sd([r["step_s"] for r in by.get("sum", [])])[0]
     base_ap = [r["vehicle"]["L1 AP"] for r in by.get("sum", [])]
     head = (["method", "seeds"] + [n for n, _, _ in METRICS] + [f"loss {t}" for t in tasks]
-            + ["time/sum", "p (L1 AP vs sum)"])
+            + ["grad cos", "conflict"] + ["time/sum", "p (L1 AP vs sum)"])
     rows = []
     for m in methods:
         rs = by[m]
@@ -187,6 +189,9 @@ def summarize(results: list[dict], methods: list[str]) -> str:
         for t in tasks:
             mean, sd = _mean_sd([r["task_losses"].get(t, float("nan")) for r in rs])
             row.append(f"{mean:.3f}")
+        for key in ("cos", "conflict"):
+            vals = [r.get("grad", {})[key] for r in rs if key in r.get("grad", {})]
+            row.append(f"{_mean_sd(vals)[0]:.3f}" if vals else "-")
         t_mean = _mean_sd([r["step_s"] for r in rs])[0]
         row.append(f"{t_mean / base_time:.2f}x" if base_time and not math.isnan(base_time) else "-")
         p = welch_p([r["vehicle"]["L1 AP"] for r in rs], base_ap) if m != "sum" else float("nan")
@@ -223,13 +228,40 @@ def plot(results: list[dict], methods: list[str], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def grad_stats(run_dir: Path) -> dict:
+    """Mean over a run's logged iterations of the gradient diagnostics that GradientStatsHook
+    puts in mmengine's scalar log (``train/<stamp>/vis_data/scalars.json``, one JSON object per
+    logged iteration; a resumed run has one file per start): ``cos`` (mean over task pairs of
+    ``grad/cos/a~b``), ``conflict`` (``grad/conflict``) and ``kept/<task>``. Empty without
+    the log."""
+    sums: dict[str, list[float]] = {}
+    for f in sorted(run_dir.glob("train/*/vis_data/scalars.json")):
+        for line in f.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            cos = [v for k, v in row.items() if k.startswith("grad/cos/")]
+            if cos:
+                sums.setdefault("cos", []).append(sum(cos) / len(cos))
+            if "grad/conflict" in row:
+                sums.setdefault("conflict", []).append(row["grad/conflict"])
+            for k, v in row.items():
+                if k.startswith("grad/kept/"):
+                    sums.setdefault(k[len("grad/"):], []).append(v)
+    return {k: sum(v) / len(v) for k, v in sums.items()}
+
+
 def load_results(work_dir: Path, methods, seeds) -> list[dict]:
     out = []
     for seed in seeds:
         for m in methods:
-            f = work_dir / f"{m}_seed{seed}" / "result.json"
+            run_dir = work_dir / f"{m}_seed{seed}"
+            f = run_dir / "result.json"
             if f.is_file():
-                out.append(json.loads(f.read_text()))
+                r = json.loads(f.read_text())
+                r.setdefault("grad", grad_stats(run_dir))
+                out.append(r)
     return out
 
 
@@ -274,6 +306,7 @@ def main(argv=None) -> int:
         print(f"error: unknown method(s) {unknown}; valid: {sorted(METHODS)}", file=sys.stderr)
         return 2
     work_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     if not args.report_only:
         queue = []
         for seed in args.seeds:
