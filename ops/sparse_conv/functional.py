@@ -1,19 +1,33 @@
-"""Gather-GEMM of a sparse convolution over a :class:`~ops.sparse_conv.rulebook.Rulebook`,
-forward and backward, deterministic at every thread count.
+"""Gather-GEMM-scatter of a sparse convolution over a
+:class:`~ops.sparse_conv.rulebook.Rulebook`, forward and backward, deterministic at every
+thread count. Two algorithms (``ALGORITHM``, or the ``algorithm`` argument):
 
-Forward, for a block of output rows: gather the ``K`` input rows each output reads (the zero row
-where a site is empty) into a ``(rows, K * C_in)`` buffer and multiply it by the weight laid
-out as ``(K * C_in, C_out)``. Backward to the features is the same operation over the
-transposed rulebook with the transposed weight (each input row gathers the output gradients of
-the outputs that read it), so no row is ever accumulated by two threads. The weight gradient is
-``buffer^T @ grad_out`` per block, and the blocks' partial sums are added in block order.
+``"pairs"`` (default): the real pairs only. The rows of the gather table (outputs forward,
+inputs backward) are cut into blocks holding at most a fixed number of pairs
+(:meth:`Rulebook.pairs`: compacted pair lists per (block, kernel offset), built once per rulebook
+and block size). Per block: the centre offset of a submanifold conv (every site reads itself) is
+a dense GEMM on the block's own rows, written straight into the block's output rows; then the
+block's pairs of all other offsets are gathered into one buffer (ordered by offset), one
+``torch.mm`` per offset multiplies its slice by that offset's ``(C_in, C_out)`` weight, and a
+Numba loop adds the products into the block's output rows in pair order (offset by offset).
+Backward runs over the transposed table: per block of input rows it gathers the output
+gradients its pairs read, multiplies them by the transposed weights into the feature gradient
+(same scatter-add), and, with the same gathered rows, the weight gradient of each offset
+(``x[rows]^T @ grad_out[pairs]``, one partial per (block, offset), added in block order).
 
-Parallelism: the blocks (a fixed number of rows each, chosen from the layer's shape only) run on
-a small pool of Python threads, each block's torch ops with one intra-op thread. torch's GEMM
-(MKL) gives different bits at different thread counts when it splits a reduction, so a block's
-result is computed one-threaded; blocks and their order do not depend on the number of threads,
-hence neither do the results. The gather buffer of a block is at most ``_BLOCK_BYTES`` and at
-most one block per thread is alive, so memory stays bounded whatever the voxel count.
+``"im2col"`` (the previous round's): per block of output rows, gather all ``K`` input rows each
+output reads (the zero row where a site is empty) into a ``(rows, K * C_in)`` buffer and
+multiply it by the weight laid out ``(K * C_in, C_out)``; backward to the features the same over
+the transposed table; the weight gradient ``buffer^T @ grad_out`` per block. It does ~1/occupancy
+times the necessary work (a 3x3x3 neighbourhood is ~27 % occupied on the demo's frames).
+
+Parallelism (both): the blocks (chosen from the layer's shape and rulebook only) run on a small
+pool of Python threads, each block's torch ops with one intra-op thread. torch's GEMM (MKL)
+gives different bits at different thread counts when it splits a reduction, so a block's result
+is computed one-threaded, in buffers aligned the same way in every thread; blocks, their order
+and the order partial sums are added in do not depend on the number of threads, hence neither do
+the results. Every output row is written by one block only. A thread's buffers are a few MiB
+(``_BLOCK_BYTES`` each) whatever the voxel count.
 """
 from __future__ import annotations
 
@@ -27,10 +41,16 @@ from numba import njit
 
 from ops.sparse_conv.rulebook import Rulebook
 
-__all__ = ["sparse_conv_apply", "gather_mm"]
+__all__ = ["sparse_conv_apply", "gather_mm", "ALGORITHMS"]
+
+ALGORITHMS = ("pairs", "im2col")
+ALGORITHM = os.environ.get("OPS_SPARSE_CONV_ALGORITHM", "pairs")   # the default of sparse_conv_apply
 
 _BLOCK_BYTES = 2 << 20        # gather buffer per block (2 MiB: stays in the L2/L3 caches)
 _MIN_ROWS = 256
+_PAIR_BYTES = 1 << 20         # "pairs": each per-thread buffer (gathered rows, products)
+_MIN_PAIRS = 1024
+_ALIGN = 4096
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -60,6 +80,19 @@ def _run(fn, blocks, threads: int) -> list:
     if threads <= 1 or len(blocks) <= 1:
         return [one(b) for b in blocks]
     return list(_executor().map(one, blocks))
+
+
+def _run_iter(fn, blocks, threads: int):
+    """Like ``_run``, but yields the results in block order as they come (the caller adds them
+    up, so that only a few are alive at a time)."""
+    def one(block):
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            return fn(*block)
+
+    if threads <= 1 or len(blocks) <= 1:
+        return (one(b) for b in blocks)
+    return _executor().map(one, blocks)
 
 
 class _ThreadScope:
@@ -156,6 +189,198 @@ def _weight_grad(x: torch.Tensor, table: torch.Tensor, gout: torch.Tensor, threa
     return gw, gb
 
 
+# ---------------------------------------------------------------------------------------------
+# "pairs": compacted pair lists per (block, offset)
+
+@njit(cache=True, nogil=True)
+def _gather_rows(x, idx, p0, p1, buf):
+    """buf[p - p0] = x[idx[p]] for p in [p0, p1)."""
+    c = x.shape[1]
+    for p in range(p0, p1):
+        i = idx[p]
+        q = p - p0
+        for j in range(c):
+            buf[q, j] = x[i, j]
+
+
+@njit(cache=True, nogil=True)
+def _scatter_add_rows(out, idx, p0, p1, buf):
+    """out[idx[p]] += buf[p - p0] for p in [p0, p1), in that order."""
+    c = out.shape[1]
+    for p in range(p0, p1):
+        o = idx[p]
+        q = p - p0
+        for j in range(c):
+            out[o, j] += buf[q, j]
+
+
+@njit(cache=True)
+def _column_sums(g):
+    """Sum over rows in float64, serially in row order (deterministic; the bias gradient)."""
+    n, c = g.shape
+    acc = np.zeros(c, np.float64)
+    for i in range(n):
+        for j in range(c):
+            acc[j] += g[i, j]
+    return acc
+
+
+def _buffers(dtype: np.dtype, shapes) -> list[np.ndarray]:
+    """Views of the calling thread's scratch memory, each starting on an ``_ALIGN`` boundary
+    (the same alignment in every thread, so MKL takes the same code path for a block whichever
+    thread runs it). Valid until the thread's next call."""
+    sizes = [(-(-int(np.prod(sh)) * dtype.itemsize // _ALIGN)) * _ALIGN for sh in shapes]
+    need = sum(sizes) + _ALIGN
+    raw = getattr(_scratch, "praw", None)
+    if raw is None or raw.nbytes < need:
+        raw = _scratch.praw = np.empty(max(need, 3 * _PAIR_BYTES + _ALIGN), np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    out = []
+    for sh, size in zip(shapes, sizes):
+        n = int(np.prod(sh))
+        out.append(raw[off:off + n * dtype.itemsize].view(dtype).reshape(sh))
+        off += size
+    return out
+
+
+def _pair_budget(cin: int, cout: int, itemsize: int) -> int:
+    """Pairs per block: a power of two, so that each buffer is at most ``_PAIR_BYTES``."""
+    width = max(cin, cout, 1) * itemsize
+    p = _MIN_PAIRS
+    while p * 2 * width <= _PAIR_BYTES:
+        p *= 2
+    return p
+
+
+def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int) -> torch.Tensor:
+    """Output features (N_out, C_out) = sum over pairs of x[src] @ w[k]; w (K, C_in, C_out)."""
+    nk, cin, cout = w.shape
+    out = x.new_empty(rb.n_out, cout)
+    if rb.n_out == 0:
+        return out
+    if x.shape[0] == 0:
+        return out.zero_()
+    budget = _pair_budget(cin, cout, x.element_size())
+    pb = rb.pairs(False, budget, budget)
+    x_np, out_np = x.numpy(), out.numpy()
+    bnd, ptr, dst, src, centre = pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre
+    dt = x_np.dtype
+
+    def block(b):
+        s, e = int(bnd[b]), int(bnd[b + 1])
+        if centre >= 0:                       # site reads itself: rows s:e of x, dense
+            torch.mm(x[s:e], w[centre], out=out[s:e])
+        else:
+            out[s:e].zero_()
+        p0, p1 = int(ptr[b * nk]), int(ptr[(b + 1) * nk])
+        if p1 == p0:
+            return
+        g_np, pr_np = _buffers(dt, [(p1 - p0, cin), (p1 - p0, cout)])
+        _gather_rows(x_np, src, p0, p1, g_np)
+        g, pr = torch.from_numpy(g_np), torch.from_numpy(pr_np)
+        for k in range(nk):
+            a, z = int(ptr[b * nk + k]) - p0, int(ptr[b * nk + k + 1]) - p0
+            if z > a:
+                torch.mm(g[a:z], w[k], out=pr[a:z])
+        _scatter_add_rows(out_np, dst, p0, p1, pr_np)
+
+    _run(lambda b: block(b), [(b,) for b in range(pb.n_blocks)], threads)
+    return out
+
+
+def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Rulebook,
+                    threads: int, want_x: bool, want_w: bool):
+    """(grad features (N_in, C_in) or None, grad weight (K, C_in, C_out) or None), over the
+    transposed table: per block of input rows i and offset k with output o = inv[i, k],
+    gx[i] += gout[o] @ w[k]^T and gw[k] += x[i]^T gout[o]."""
+    nk, cin, cout = w.shape
+    gx = x.new_zeros(x.shape) if want_x else None
+    gw = x.new_zeros(nk, cin, cout) if want_w else None
+    if rb.n_in == 0 or rb.n_out == 0:
+        return gx, gw
+    budget = _pair_budget(cin, cout, x.element_size())
+    pb = rb.pairs(True, budget, budget)
+    wt = w.transpose(1, 2).contiguous()                  # (K, C_out, C_in)
+    x_np, g_np_all = x.numpy(), gout.numpy()
+    gx_np = gx.numpy() if want_x else None
+    bnd, ptr, dst, src, centre = pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre
+    # weight offset of each list segment (reversed when the lists are the forward table's)
+    wk = [nk - 1 - k for k in range(nk)] if pb.flipped else list(range(nk))
+    dt = x_np.dtype
+
+    def block(b):
+        s, e = int(bnd[b]), int(bnd[b + 1])
+        part = x.new_zeros(nk, cin, cout) if want_w else None
+        if centre >= 0:                       # input row i is read by output row i
+            if want_x:
+                torch.mm(gout[s:e], wt[centre], out=gx[s:e])
+            if want_w:
+                torch.mm(x[s:e].t(), gout[s:e], out=part[centre])
+        p0, p1 = int(ptr[b * nk]), int(ptr[(b + 1) * nk])
+        if p1 == p0:
+            return part
+        n = p1 - p0
+        gg_np, xg_np, pr_np = _buffers(dt, [(n, cout), (n, cin) if want_w else (0, cin),
+                                            (n, cin) if want_x else (0, cin)])
+        _gather_rows(g_np_all, src, p0, p1, gg_np)
+        if want_w:
+            _gather_rows(x_np, dst, p0, p1, xg_np)
+        gg, xg, pr = torch.from_numpy(gg_np), torch.from_numpy(xg_np), torch.from_numpy(pr_np)
+        for k in range(nk):
+            a, z = int(ptr[b * nk + k]) - p0, int(ptr[b * nk + k + 1]) - p0
+            if z > a:
+                if want_x:
+                    torch.mm(gg[a:z], wt[wk[k]], out=pr[a:z])
+                if want_w:
+                    torch.mm(xg[a:z].t(), gg[a:z], out=part[wk[k]])
+        if want_x:
+            _scatter_add_rows(gx_np, dst, p0, p1, pr_np)
+        return part
+
+    parts = _run_iter(block, [(b,) for b in range(pb.n_blocks)], threads)
+    for part in parts:                        # block order: independent of the thread count
+        if want_w:
+            gw += part
+    return gx, gw
+
+
+class _PairConvFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, rb, threads):
+        cout, cin = weight.shape[0], weight.shape[-1]
+        nk = rb.nbr.shape[1]
+        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()  # (K, Cin, Cout)
+        with _ThreadScope():
+            out = _pairs_forward(features.detach().contiguous(), w, rb, threads)
+        if bias is not None:
+            out += bias.detach()
+        ctx.save_for_backward(features, weight)
+        ctx.rb = rb
+        ctx.threads = threads
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        features, weight = ctx.saved_tensors
+        gout = gout.contiguous()
+        cout, cin = weight.shape[0], weight.shape[-1]
+        nk = ctx.rb.nbr.shape[1]
+        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = gw = gb = None
+        with _ThreadScope():
+            if want_x or want_w:
+                gx, gwk = _pairs_backward(features.detach().contiguous(), w, gout, ctx.rb,
+                                          ctx.threads, want_x, want_w)
+                if want_w:
+                    gw = gwk.permute(2, 0, 1).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = torch.from_numpy(_column_sums(gout.numpy())).to(gout.dtype)
+        return gx, gw, gb, None, None
+
+
 class _SparseConvFunction(torch.autograd.Function):
 
     @staticmethod
@@ -199,9 +424,13 @@ class _SparseConvFunction(torch.autograd.Function):
 
 
 def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      rulebook: Rulebook, threads: int | None = None) -> torch.Tensor:
+                      rulebook: Rulebook, threads: int | None = None,
+                      algorithm: str | None = None) -> torch.Tensor:
     """Output features (N_out, C_out) of a sparse conv with spconv's KRSC ``weight``
-    (C_out, kz, ky, kx, C_in) over ``rulebook``; differentiable in features, weight and bias."""
+    (C_out, kz, ky, kx, C_in) over ``rulebook``; differentiable in features, weight and bias.
+    ``threads``: default torch's intra-op thread count; ``algorithm``: ``"pairs"`` or
+    ``"im2col"`` (default ``ALGORITHM``: the environment's ``OPS_SPARSE_CONV_ALGORITHM`` or
+    ``"pairs"``)."""
     if features.shape[0] != rulebook.n_in:
         raise ValueError(f"sparse conv: {features.shape[0]} feature rows for a rulebook of "
                          f"{rulebook.n_in} input sites")
@@ -211,5 +440,11 @@ def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.
     if features.is_cuda:
         raise ValueError("ops.sparse_conv runs on the CPU; use spconv on CUDA")
     threads = torch.get_num_threads() if threads is None else int(threads)
+    algorithm = ALGORITHM if algorithm is None else algorithm
+    if algorithm == "pairs":
+        return _PairConvFunction.apply(features, weight, bias, rulebook, threads)
+    if algorithm != "im2col":
+        raise ValueError(f"sparse conv: algorithm must be one of {list(ALGORITHMS)}, got "
+                         f"{algorithm!r}")
     nbr, inv_fn = rulebook.tensors()
     return _SparseConvFunction.apply(features, weight, bias, nbr, inv_fn, threads)
