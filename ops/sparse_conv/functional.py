@@ -49,7 +49,10 @@ ALGORITHM = os.environ.get("OPS_SPARSE_CONV_ALGORITHM", "pairs")   # the default
 _BLOCK_BYTES = 2 << 20        # gather buffer per block (2 MiB: stays in the L2/L3 caches)
 _MIN_ROWS = 256
 _PAIR_BYTES = 1 << 20         # "pairs": each per-thread buffer (gathered rows, products)
-_MIN_PAIRS = 1024
+_MIN_CHUNK = 256              # "pairs": fewest pairs per chunk
+_TARGET_BLOCKS = 8            # "pairs": blocks per layer (fewer on small layers)
+_MIN_BLOCK_PAIRS = 8192
+_MIN_BLOCK_ROWS = 2048
 _ALIGN = 4096
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -229,27 +232,54 @@ def _buffers(dtype: np.dtype, shapes) -> list[np.ndarray]:
     """Views of the calling thread's scratch memory, each starting on an ``_ALIGN`` boundary
     (the same alignment in every thread, so MKL takes the same code path for a block whichever
     thread runs it). Valid until the thread's next call."""
-    sizes = [(-(-int(np.prod(sh)) * dtype.itemsize // _ALIGN)) * _ALIGN for sh in shapes]
-    need = sum(sizes) + _ALIGN
+    item = dtype.itemsize
+    nbytes = [r * c * item for r, c in shapes]
+    need = sum(-(-n // _ALIGN) * _ALIGN for n in nbytes) + _ALIGN
     raw = getattr(_scratch, "praw", None)
     if raw is None or raw.nbytes < need:
-        raw = _scratch.praw = np.empty(max(need, 3 * _PAIR_BYTES + _ALIGN), np.uint8)
-    off = (-raw.ctypes.data) % _ALIGN
+        raw = _scratch.praw = np.empty(max(need, 3 * _PAIR_BYTES + 4 * _ALIGN), np.uint8)
+        _scratch.pbase = (-raw.ctypes.data) % _ALIGN
+    off = _scratch.pbase
     out = []
-    for sh, size in zip(shapes, sizes):
-        n = int(np.prod(sh))
-        out.append(raw[off:off + n * dtype.itemsize].view(dtype).reshape(sh))
-        off += size
+    for (r, c), n in zip(shapes, nbytes):
+        out.append(raw[off:off + n].view(dtype).reshape(r, c))
+        off += -(-n // _ALIGN) * _ALIGN
     return out
 
 
-def _pair_budget(cin: int, cout: int, itemsize: int) -> int:
-    """Pairs per block: a power of two, so that each buffer is at most ``_PAIR_BYTES``."""
-    width = max(cin, cout, 1) * itemsize
-    p = _MIN_PAIRS
-    while p * 2 * width <= _PAIR_BYTES:
-        p *= 2
-    return p
+def _chunk_rows(cin: int, cout: int, itemsize: int) -> int:
+    """Pairs per chunk (gathered and multiplied at once): each buffer at most ``_PAIR_BYTES``."""
+    return max(_MIN_CHUNK, _PAIR_BYTES // (max(cin, cout, 1) * itemsize))
+
+
+def _block_pairs(rb: Rulebook, transposed: bool):
+    return rb.pairs(transposed, _MIN_BLOCK_PAIRS, _MIN_BLOCK_ROWS, _TARGET_BLOCKS)
+
+
+def _chunks(seg: list, chunk: int):
+    """Cut a block's pairs ``seg[0]:seg[-1]`` (offset k: ``seg[k]:seg[k + 1]``) into chunks of
+    at most ``chunk`` pairs: (c0, c1, [(k, a, z), ...]) with the offsets' slices relative to c0."""
+    nk = len(seg) - 1
+    c0, end = seg[0], seg[-1]
+    if end - c0 <= chunk:                     # the usual case: the whole block at once
+        if end > c0:
+            yield c0, end, [(k, seg[k] - c0, seg[k + 1] - c0) for k in range(nk)
+                            if seg[k + 1] > seg[k]]
+        return
+    k = 0
+    while c0 < end:
+        c1 = min(c0 + chunk, end)
+        segs = []
+        while k < nk and seg[k + 1] <= c0:
+            k += 1
+        j = k
+        while j < nk and seg[j] < c1:
+            lo, hi = max(seg[j], c0), min(seg[j + 1], c1)
+            if hi > lo:
+                segs.append((j, lo - c0, hi - c0))
+            j += 1
+        yield c0, c1, segs
+        c0 = c1
 
 
 def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int) -> torch.Tensor:
@@ -260,31 +290,28 @@ def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int)
         return out
     if x.shape[0] == 0:
         return out.zero_()
-    budget = _pair_budget(cin, cout, x.element_size())
-    pb = rb.pairs(False, budget, budget)
+    pb = _block_pairs(rb, False)
+    chunk = _chunk_rows(cin, cout, x.element_size())
     x_np, out_np = x.numpy(), out.numpy()
-    bnd, ptr, dst, src, centre = pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
+    ws = w.unbind(0)
     dt = x_np.dtype
 
     def block(b):
-        s, e = int(bnd[b]), int(bnd[b + 1])
+        s, e = bnd[b], bnd[b + 1]
         if centre >= 0:                       # site reads itself: rows s:e of x, dense
-            torch.mm(x[s:e], w[centre], out=out[s:e])
+            torch.mm(x[s:e], ws[centre], out=out[s:e])
         else:
             out[s:e].zero_()
-        p0, p1 = int(ptr[b * nk]), int(ptr[(b + 1) * nk])
-        if p1 == p0:
-            return
-        g_np, pr_np = _buffers(dt, [(p1 - p0, cin), (p1 - p0, cout)])
-        _gather_rows(x_np, src, p0, p1, g_np)
-        g, pr = torch.from_numpy(g_np), torch.from_numpy(pr_np)
-        for k in range(nk):
-            a, z = int(ptr[b * nk + k]) - p0, int(ptr[b * nk + k + 1]) - p0
-            if z > a:
-                torch.mm(g[a:z], w[k], out=pr[a:z])
-        _scatter_add_rows(out_np, dst, p0, p1, pr_np)
+        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
+            g_np, pr_np = _buffers(dt, [(c1 - c0, cin), (c1 - c0, cout)])
+            _gather_rows(x_np, src, c0, c1, g_np)
+            g, pr = torch.from_numpy(g_np), torch.from_numpy(pr_np)
+            for k, lo, hi in segs:
+                torch.mm(g[lo:hi], ws[k], out=pr[lo:hi])
+            _scatter_add_rows(out_np, dst, c0, c1, pr_np)
 
-    _run(lambda b: block(b), [(b,) for b in range(pb.n_blocks)], threads)
+    _run(block, [(b,) for b in range(pb.n_blocks)], threads)
     return out
 
 
@@ -298,43 +325,44 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
     gw = x.new_zeros(nk, cin, cout) if want_w else None
     if rb.n_in == 0 or rb.n_out == 0:
         return gx, gw
-    budget = _pair_budget(cin, cout, x.element_size())
-    pb = rb.pairs(True, budget, budget)
+    pb = _block_pairs(rb, True)
+    chunk = _chunk_rows(cin, cout, x.element_size())
     wt = w.transpose(1, 2).contiguous()                  # (K, C_out, C_in)
     x_np, g_np_all = x.numpy(), gout.numpy()
     gx_np = gx.numpy() if want_x else None
-    bnd, ptr, dst, src, centre = pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
     # weight offset of each list segment (reversed when the lists are the forward table's)
     wk = [nk - 1 - k for k in range(nk)] if pb.flipped else list(range(nk))
+    wts = wt.unbind(0)
     dt = x_np.dtype
 
     def block(b):
-        s, e = int(bnd[b]), int(bnd[b + 1])
+        s, e = bnd[b], bnd[b + 1]
         part = x.new_zeros(nk, cin, cout) if want_w else None
+        parts = part.unbind(0) if want_w else None
         if centre >= 0:                       # input row i is read by output row i
             if want_x:
-                torch.mm(gout[s:e], wt[centre], out=gx[s:e])
+                torch.mm(gout[s:e], wts[centre], out=gx[s:e])
             if want_w:
-                torch.mm(x[s:e].t(), gout[s:e], out=part[centre])
-        p0, p1 = int(ptr[b * nk]), int(ptr[(b + 1) * nk])
-        if p1 == p0:
-            return part
-        n = p1 - p0
-        gg_np, xg_np, pr_np = _buffers(dt, [(n, cout), (n, cin) if want_w else (0, cin),
-                                            (n, cin) if want_x else (0, cin)])
-        _gather_rows(g_np_all, src, p0, p1, gg_np)
-        if want_w:
-            _gather_rows(x_np, dst, p0, p1, xg_np)
-        gg, xg, pr = torch.from_numpy(gg_np), torch.from_numpy(xg_np), torch.from_numpy(pr_np)
-        for k in range(nk):
-            a, z = int(ptr[b * nk + k]) - p0, int(ptr[b * nk + k + 1]) - p0
-            if z > a:
+                torch.mm(x[s:e].t(), gout[s:e], out=parts[centre])
+        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
+            n = c1 - c0
+            gg_np, xg_np, pr_np = _buffers(dt, [(n, cout), (n, cin) if want_w else (0, cin),
+                                                (n, cin) if want_x else (0, cin)])
+            _gather_rows(g_np_all, src, c0, c1, gg_np)
+            gg = torch.from_numpy(gg_np)
+            if want_w:
+                _gather_rows(x_np, dst, c0, c1, xg_np)
+                xg = torch.from_numpy(xg_np)
+            if want_x:
+                pr = torch.from_numpy(pr_np)
+            for k, lo, hi in segs:
                 if want_x:
-                    torch.mm(gg[a:z], wt[wk[k]], out=pr[a:z])
-                if want_w:
-                    torch.mm(xg[a:z].t(), gg[a:z], out=part[wk[k]])
-        if want_x:
-            _scatter_add_rows(gx_np, dst, p0, p1, pr_np)
+                    torch.mm(gg[lo:hi], wts[wk[k]], out=pr[lo:hi])
+                if want_w:                    # chunks of one offset add up in pair order
+                    parts[wk[k]].addmm_(xg[lo:hi].t(), gg[lo:hi])
+            if want_x:
+                _scatter_add_rows(gx_np, dst, c0, c1, pr_np)
         return part
 
     parts = _run_iter(block, [(b,) for b in range(pb.n_blocks)], threads)

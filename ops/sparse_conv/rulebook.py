@@ -228,13 +228,15 @@ def _flip(nbr, n):
 
 
 @njit(cache=True, parallel=True)
-def _pair_blocks(table, n_src, centre, max_pairs, max_rows):
+def _pair_blocks(table, n_src, centre, min_pairs, min_rows, target):
     """Compacted pair lists of a gather table, cut into blocks of consecutive rows.
 
     ``table`` (N, K): ``table[r, k]`` the source row that offset ``k`` of row ``r`` reads, or
     ``n_src`` (none). Offset ``centre`` (-1: none) is left out (the caller does it as a dense
     GEMM). Blocks: consecutive rows, cut before a row that would take the block over
-    ``max_pairs`` pairs or ``max_rows`` rows (a block holds at least one row). Inside a block
+    ``max_pairs = max(min_pairs, ceil(P / target))`` pairs (``P`` all pairs) or
+    ``max_rows = max(min_rows, ceil(N / target))`` rows (a block holds at least one row): about
+    ``target`` blocks on big tables, fewer on small ones. Inside a block
     the pairs are ordered by offset, then by row; ``ptr[b * K + k]:ptr[b * K + k + 1]`` are the
     pairs of block ``b`` and offset ``k``, ``dst`` their rows, ``src`` their source rows.
     The cuts are a serial scan, the filling is parallel over blocks (each writes its own
@@ -247,6 +249,11 @@ def _pair_blocks(table, n_src, centre, max_pairs, max_rows):
             if k != centre and table[r, k] < n_src:
                 c += 1
         cnt[r] = c
+    all_pairs = 0
+    for r in range(n):
+        all_pairs += cnt[r]
+    max_pairs = max(min_pairs, (all_pairs + target - 1) // target)
+    max_rows = max(min_rows, (n + target - 1) // target)
     bnd = np.empty(n + 1, np.int64)
     first = np.empty(n + 1, np.int64)     # pair offset of each block's first pair
     bnd[0] = 0
@@ -284,7 +291,7 @@ def _pair_blocks(table, n_src, centre, max_pairs, max_rows):
                     dst[p] = r
                     src[p] = v
                     p += 1
-    return bnd[:nb + 1].copy(), ptr, dst, src
+    return bnd[:nb + 1].copy(), ptr, dst, src, max_pairs, max_rows
 
 
 @dataclass
@@ -295,6 +302,8 @@ class PairBlocks:
     dst: np.ndarray         # (P,) int32 row of each pair (output row forward, input row backward)
     src: np.ndarray         # (P,) int32 source row of each pair
     centre: int             # offset done densely (row r reads source row r), -1 if none
+    max_pairs: int          # the caps the blocks were cut with
+    max_rows: int
     flipped: bool = False   # the lists are of the table whose offset k is this one's K - 1 - k
 
     @property
@@ -302,12 +311,14 @@ class PairBlocks:
         return len(self.bounds) - 1
 
 
-def pair_blocks(table: np.ndarray, n_src: int, centre: int, max_pairs: int,
-                max_rows: int) -> PairBlocks:
+def pair_blocks(table: np.ndarray, n_src: int, centre: int, min_pairs: int, min_rows: int,
+                target: int) -> PairBlocks:
     """Python entry to ``_pair_blocks`` (see there)."""
-    bnd, ptr, dst, src = _pair_blocks(np.ascontiguousarray(table, dtype=np.int32), int(n_src),
-                                      int(centre), int(max_pairs), int(max_rows))
-    return PairBlocks(bounds=bnd, ptr=ptr, dst=dst, src=src, centre=int(centre))
+    bnd, ptr, dst, src, mp, mr = _pair_blocks(np.ascontiguousarray(table, dtype=np.int32),
+                                              int(n_src), int(centre), int(min_pairs),
+                                              int(min_rows), max(1, int(target)))
+    return PairBlocks(bounds=bnd, ptr=ptr, dst=dst, src=src, centre=int(centre),
+                      max_pairs=int(mp), max_rows=int(mr))
 
 
 @dataclass
@@ -344,22 +355,23 @@ class Rulebook:
             return int(np.prod(self.ksize)) // 2
         return -1
 
-    def pairs(self, transposed: bool, max_pairs: int, max_rows: int) -> PairBlocks:
-        """Compacted pair blocks of ``nbr`` (or of ``inv`` when ``transposed``), cached per
-        block size (layers sharing this rulebook with the same channel width share them)."""
-        key = (transposed, int(max_pairs), int(max_rows))
+    def pairs(self, transposed: bool, min_pairs: int, min_rows: int, target: int) -> PairBlocks:
+        """Compacted pair blocks of ``nbr`` (or of ``inv`` when ``transposed``; see
+        ``_pair_blocks``), cached (layers sharing this rulebook share them)."""
+        key = (transposed, int(min_pairs), int(min_rows), int(target))
         pb = self._pairs.get(key)
         if pb is None:
             if transposed and self.centre >= 0:
                 # Submanifold, odd kernel: inv[i, k] == nbr[i, K - 1 - k], so the transposed
                 # lists are the forward ones with the offsets reversed (nothing to build).
-                fwd = self.pairs(False, max_pairs, max_rows)
+                fwd = self.pairs(False, min_pairs, min_rows, target)
                 pb = PairBlocks(bounds=fwd.bounds, ptr=fwd.ptr, dst=fwd.dst, src=fwd.src,
-                                centre=fwd.centre, flipped=True)
+                                centre=fwd.centre, max_pairs=fwd.max_pairs,
+                                max_rows=fwd.max_rows, flipped=True)
             elif transposed:
-                pb = pair_blocks(self.inv, self.n_out, self.centre, max_pairs, max_rows)
+                pb = pair_blocks(self.inv, self.n_out, self.centre, min_pairs, min_rows, target)
             else:
-                pb = pair_blocks(self.nbr, self.n_in, self.centre, max_pairs, max_rows)
+                pb = pair_blocks(self.nbr, self.n_in, self.centre, min_pairs, min_rows, target)
             self._pairs[key] = pb
         return pb
 
