@@ -3,17 +3,18 @@
 thread count. Two algorithms (``ALGORITHM``, or the ``algorithm`` argument):
 
 ``"pairs"`` (default): the real pairs only. The rows of the gather table (outputs forward,
-inputs backward) are cut into blocks holding at most a fixed number of pairs
+inputs backward) are cut into about ``_TARGET_BLOCKS`` blocks of consecutive rows
 (:meth:`Rulebook.pairs`: compacted pair lists per (block, kernel offset), built once per rulebook
-and block size). Per block: the centre offset of a submanifold conv (every site reads itself) is
-a dense GEMM on the block's own rows, written straight into the block's output rows; then the
-block's pairs of all other offsets are gathered into one buffer (ordered by offset), one
-``torch.mm`` per offset multiplies its slice by that offset's ``(C_in, C_out)`` weight, and a
-Numba loop adds the products into the block's output rows in pair order (offset by offset).
-Backward runs over the transposed table: per block of input rows it gathers the output
-gradients its pairs read, multiplies them by the transposed weights into the feature gradient
-(same scatter-add), and, with the same gathered rows, the weight gradient of each offset
-(``x[rows]^T @ grad_out[pairs]``, one partial per (block, offset), added in block order).
+and cached). Per block: the centre offset of a submanifold conv (every site reads itself) is a
+dense GEMM on the block's own rows, written straight into the block's output rows; then the
+block's pairs of all other offsets (ordered by offset) are gathered into a buffer, in chunks of
+at most ``_PAIR_BYTES`` per buffer, one ``torch.mm`` per offset multiplies its slice by that
+offset's ``(C_in, C_out)`` weight, and a Numba loop adds the products into the block's output
+rows in pair order (offset by offset). Backward runs over the transposed lists: per block of
+input rows it gathers the output gradients its pairs read, multiplies them by the transposed
+weights into the feature gradient (same scatter-add), and, with the same gathered rows and the
+gathered inputs, the weight gradient of each offset (``x[rows]^T @ grad_out[pairs]``, added
+chunk after chunk into one partial per block; the partials added in block order).
 
 ``"im2col"`` (the previous round's): per block of output rows, gather all ``K`` input rows each
 output reads (the zero row where a site is empty) into a ``(rows, K * C_in)`` buffer and
@@ -27,7 +28,8 @@ gives different bits at different thread counts when it splits a reduction, so a
 is computed one-threaded, in buffers aligned the same way in every thread; blocks, their order
 and the order partial sums are added in do not depend on the number of threads, hence neither do
 the results. Every output row is written by one block only. A thread's buffers are a few MiB
-(``_BLOCK_BYTES`` each) whatever the voxel count.
+(``"pairs"``: three of at most ``_PAIR_BYTES``; ``"im2col"``: one of ``_BLOCK_BYTES``) whatever
+the voxel count.
 """
 from __future__ import annotations
 
