@@ -304,3 +304,204 @@ def test_detector_trains_the_same_with_ours_and_spconv():
     gap = np.abs(ours - theirs) / theirs
     noise = np.abs(floor - theirs) / theirs
     assert gap.max() <= 2.0 * noise.max() + 1e-3, (gap.max(), noise.max())
+
+
+# --- the "pairs" algorithm: compacted pair lists per (block, offset) -----------------------------
+
+from ops.sparse_conv import functional as F            # noqa: E402
+from ops.sparse_conv.rulebook import pair_blocks        # noqa: E402
+
+
+def check_pair_blocks(pb, table, n_src, centre):
+    """pb against the table, with NumPy: greedy block cuts under its caps, and per (block,
+    offset) exactly the table's valid entries of the block's rows, in row order."""
+    max_pairs, max_rows = pb.max_pairs, pb.max_rows
+    n, nk = table.shape
+    valid = table < n_src
+    if centre >= 0:
+        valid[:, centre] = False
+    cnt = valid.sum(1)
+    bnd = pb.bounds
+    assert bnd[0] == 0 and bnd[-1] == n and np.all(np.diff(bnd) > 0) if n else list(bnd) == [0]
+    for b in range(len(bnd) - 1):
+        s, e = bnd[b], bnd[b + 1]
+        assert e - s <= max_rows
+        assert e - s == 1 or cnt[s:e].sum() <= max_pairs           # only a lone row may exceed
+        if e < n:                                                   # greedy: the next row did not fit
+            assert cnt[s:e + 1].sum() > max_pairs or e + 1 - s > max_rows
+        for k in range(nk):
+            a, z = pb.ptr[b * nk + k], pb.ptr[b * nk + k + 1]
+            rows = np.arange(s, e)[valid[s:e, k]]
+            assert np.array_equal(pb.dst[a:z], rows)
+            assert np.array_equal(pb.src[a:z], table[rows, k])
+    assert pb.ptr[-1] == valid.sum() == len(pb.dst) == len(pb.src)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_pairs,max_rows", [(1, 1), (5, 3), (40, 1000), (10 ** 6, 10 ** 6)])
+def test_pair_blocks_match_numpy_on_random_tables(seed, max_pairs, max_rows):
+    g = np.random.default_rng(seed)
+    n, nk, n_src = int(g.integers(0, 60)), int(g.choice([1, 3, 7, 27])), int(g.integers(1, 50))
+    table = g.integers(0, n_src, size=(n, nk)).astype(np.int32)
+    table[g.random((n, nk)) < g.choice([0.0, 0.5, 0.9, 1.0])] = n_src    # empty entries
+    if nk > 1 and n:
+        table[:, 1] = n_src                                              # an offset with no pairs
+        table[: n // 3] = n_src                                          # rows without any pair
+    for centre in (-1, nk // 2):
+        pb = pair_blocks(table, n_src, centre, max_pairs, max_rows, 10 ** 9)   # the minima rule
+        assert (pb.max_pairs, pb.max_rows) == (max_pairs, max_rows)
+        check_pair_blocks(pb, table, n_src, centre)
+        valid = table < n_src
+        if centre >= 0:
+            valid[:, centre] = False
+        pb = pair_blocks(table, n_src, centre, 1, 1, 4)                       # ~4 blocks
+        assert pb.max_pairs == max(1, -(-int(valid.sum()) // 4))
+        assert pb.max_rows == max(1, -(-n // 4))
+        check_pair_blocks(pb, table, n_src, centre)
+
+
+@pytest.mark.parametrize("subm,kw", [
+    (True, dict(ksize=[3, 3, 3], stride=[1, 1, 1], padding=[1, 1, 1])),
+    (False, dict(ksize=[3, 3, 3], stride=[2, 2, 2], padding=[1, 1, 1])),
+    (False, dict(ksize=[1, 1, 1], stride=[2, 2, 2], padding=[0, 0, 0])),
+])
+def test_rulebook_pair_lists_both_directions(subm, kw):
+    shape = [6, 9, 7]
+    idx = random_sites(150, shape, 2, seed=4).numpy()
+    rb = build_rulebook(idx, shape, dilation=[1, 1, 1], subm=subm, **kw)
+    centre = rb.centre
+    assert centre == (13 if subm else -1)
+    if subm:
+        assert np.array_equal(rb.nbr[:, centre], np.arange(rb.n_out))
+    fwd = rb.pairs(False, 17, 9, 10 ** 9)
+    assert fwd.n_blocks > 1
+    check_pair_blocks(fwd, rb.nbr.copy(), rb.n_in, centre)
+    bwd = rb.pairs(True, 17, 9, 10 ** 9)
+    assert rb.pairs(True, 17, 9, 10 ** 9) is bwd            # cached
+    inv = rb.inv.copy()
+    if bwd.flipped:                                         # segment k holds inv's offset K-1-k
+        assert subm
+        check_pair_blocks(bwd, inv[:, ::-1].copy(), rb.n_out, centre)
+    else:
+        check_pair_blocks(bwd, inv, rb.n_out, centre)
+
+
+def _isolated_sites(shape, batch):
+    """Sites two cells apart in every axis: no submanifold 3x3x3 pair but the centre."""
+    z, y, x = np.meshgrid(*(np.arange(0, n, 2) for n in shape), indexing="ij")
+    one = np.stack([z.ravel(), y.ravel(), x.ravel()], 1)
+    return torch.from_numpy(np.concatenate([np.c_[np.full(len(one), b), one] for b in range(batch)])
+                            .astype(np.int32))
+
+
+def _flat_sites(shape, batch, n, seed):
+    """Sites in one z plane: every offset with dz != 0 has no pair."""
+    idx = random_sites(n, [1] + list(shape[1:]), batch, seed=seed)
+    idx[:, 1] = shape[0] // 2
+    return idx
+
+
+def small_blocks_and_chunks(monkeypatch, block_pairs, block_rows, chunk):
+    """Blocks of at most ``block_pairs`` pairs / ``block_rows`` rows, chunks of ``chunk``
+    pairs (with 4-channel float32 / float64 rows), so that chunks cut offsets' pair lists."""
+    monkeypatch.setattr(F, "_MIN_BLOCK_PAIRS", block_pairs)
+    monkeypatch.setattr(F, "_MIN_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(F, "_TARGET_BLOCKS", 10 ** 9)
+    monkeypatch.setattr(F, "_MIN_CHUNK", 1)
+    monkeypatch.setattr(F, "_PAIR_BYTES", chunk * 4 * 8)
+
+
+GEOMETRIES = [
+    ("subm", "isolated", dict(kernel_size=3, padding=1)),
+    ("subm", "flat", dict(kernel_size=3, padding=1)),
+    ("conv", "flat", dict(kernel_size=3, stride=2, padding=1)),
+    ("conv", "isolated", dict(kernel_size=3, stride=2, padding=0)),
+    ("conv", "random", dict(kernel_size=1, stride=2, padding=0)),   # odd inputs: read by no output
+]
+
+
+@pytest.mark.parametrize("small_blocks", [False, True])
+@pytest.mark.parametrize("kind,sites,kw", GEOMETRIES, ids=[f"{g[0]}-{g[1]}-{g[2]}" for g in GEOMETRIES])
+def test_empty_offsets_and_empty_blocks_match_spconv(kind, sites, kw, small_blocks, monkeypatch):
+    """Offsets without any pair, and blocks (forward or backward) without any pair besides the
+    centre: against spconv, and against the im2col algorithm."""
+    if small_blocks:                      # many small blocks: most of them hold no pair at all
+        small_blocks_and_chunks(monkeypatch, 5, 3, 2)
+    shape, batch = [7, 10, 9], 2
+    idx = {"isolated": lambda: _isolated_sites(shape, batch),
+           "flat": lambda: _flat_sites(shape, batch, 60, seed=2),
+           "random": lambda: random_sites(150, shape, batch, seed=9)}[sites]()
+    feats = torch.randn(len(idx), 4, generator=torch.Generator().manual_seed(1))
+    theirs, ours = pair(kind, 4, 6, **kw)
+    rb = build_rulebook(idx.numpy(), shape, ours.kernel_size, ours.stride, ours.padding,
+                        ours.dilation, ours.subm)
+    nk = rb.nbr.shape[1]
+    occupied = {int(k) for k in np.nonzero((rb.nbr < rb.n_in).any(0))[0]}
+    unread = bool((rb.inv >= rb.n_out).all(1).any())               # an input no output reads
+    assert len(occupied) < nk or unread                             # some offset has no pair
+    ot, ft = run(theirs, idx, feats, shape, batch)
+    oo, fo = run(ours, idx, feats, shape, batch)
+    pt, po = order_by_site(ot.indices), order_by_site(oo.indices)
+    assert torch.equal(ot.indices[pt], oo.indices[po])
+    torch.testing.assert_close(oo.features[po], ot.features[pt], rtol=1e-5, atol=1e-5)
+    gout = torch.randn(oo.features.shape, generator=torch.Generator().manual_seed(2))
+    g_t = torch.empty_like(gout)
+    g_t[pt] = gout[po]
+    ot.features.backward(g_t)
+    oo.features.backward(gout)
+    torch.testing.assert_close(fo.grad, ft.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-5, atol=1e-4)
+    # the same in float64 against the im2col algorithm, through sparse_conv_apply
+    f64 = feats.double().requires_grad_(True)
+    w64 = ours.weight.detach().double().requires_grad_(True)
+    b64 = ours.bias.detach().double().requires_grad_(True)
+    res = {}
+    for algo in ("pairs", "im2col"):
+        out = sparse_conv_apply(f64, w64, b64, rb, algorithm=algo)
+        grads = torch.autograd.grad((out * gout.double()).sum(), (f64, w64, b64))
+        res[algo] = (out.detach(),) + grads
+    for a, b in zip(res["pairs"], res["im2col"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_pairs_gradcheck_with_small_blocks(monkeypatch):
+    small_blocks_and_chunks(monkeypatch, 5, 3, 2)
+    shape = [5, 6, 7]
+    idx = random_sites(40, shape, 2, seed=11)
+    for subm, ks, st, pd in ((True, [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+                             (False, [3, 3, 3], [2, 2, 2], [1, 1, 1])):
+        rb = build_rulebook(idx.numpy(), shape, ks, st, pd, [1, 1, 1], subm)
+        assert F._block_pairs(rb, False).n_blocks > 5 and F._chunk_rows(3, 4, 8) == 2
+        f = torch.randn(len(idx), 3, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(4, *ks, 3, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda f, w, b: sparse_conv_apply(f, w, b, rb, algorithm="pairs"),
+                                        (f, w, b), eps=1e-6, atol=1e-7)
+
+
+def test_pairs_same_bits_at_one_and_two_threads_with_many_blocks(monkeypatch):
+    """Many blocks per layer (small buffers), so both threads take part in every layer."""
+    small_blocks_and_chunks(monkeypatch, 300, 100, 16)
+    t0, n0 = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        one = _train_like_pass(1)
+        two = _train_like_pass(2)
+        again = _train_like_pass(2)
+    finally:
+        torch.set_num_threads(t0)
+        numba.set_num_threads(n0)
+    for a, b, c in zip(one, two, again):
+        assert torch.equal(a, b) and torch.equal(b, c)
+
+
+def test_algorithm_choice():
+    assert F.ALGORITHM in F.ALGORITHMS
+    shape = [5, 6, 7]
+    idx = random_sites(40, shape, 1, seed=3)
+    rb = build_rulebook(idx.numpy(), shape, [3] * 3, [1] * 3, [1] * 3, [1] * 3, True)
+    f, w = torch.randn(len(idx), 2), torch.randn(3, 3, 3, 3, 2)
+    torch.testing.assert_close(sparse_conv_apply(f, w, None, rb, algorithm="pairs"),
+                               sparse_conv_apply(f, w, None, rb, algorithm="im2col"))
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        sparse_conv_apply(f, w, None, rb, algorithm="dense")

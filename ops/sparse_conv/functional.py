@@ -1,19 +1,35 @@
-"""Gather-GEMM of a sparse convolution over a :class:`~ops.sparse_conv.rulebook.Rulebook`,
-forward and backward, deterministic at every thread count.
+"""Gather-GEMM-scatter of a sparse convolution over a
+:class:`~ops.sparse_conv.rulebook.Rulebook`, forward and backward, deterministic at every
+thread count. Two algorithms (``ALGORITHM``, or the ``algorithm`` argument):
 
-Forward, for a block of output rows: gather the ``K`` input rows each output reads (the zero row
-where a site is empty) into a ``(rows, K * C_in)`` buffer and multiply it by the weight laid
-out as ``(K * C_in, C_out)``. Backward to the features is the same operation over the
-transposed rulebook with the transposed weight (each input row gathers the output gradients of
-the outputs that read it), so no row is ever accumulated by two threads. The weight gradient is
-``buffer^T @ grad_out`` per block, and the blocks' partial sums are added in block order.
+``"pairs"`` (default): the real pairs only. The rows of the gather table (outputs forward,
+inputs backward) are cut into about ``_TARGET_BLOCKS`` blocks of consecutive rows
+(:meth:`Rulebook.pairs`: compacted pair lists per (block, kernel offset), built once per rulebook
+and cached). Per block: the centre offset of a submanifold conv (every site reads itself) is a
+dense GEMM on the block's own rows, written straight into the block's output rows; then the
+block's pairs of all other offsets (ordered by offset) are gathered into a buffer, in chunks of
+at most ``_PAIR_BYTES`` per buffer, one ``torch.mm`` per offset multiplies its slice by that
+offset's ``(C_in, C_out)`` weight, and a Numba loop adds the products into the block's output
+rows in pair order (offset by offset). Backward runs over the transposed lists: per block of
+input rows it gathers the output gradients its pairs read, multiplies them by the transposed
+weights into the feature gradient (same scatter-add), and, with the same gathered rows and the
+gathered inputs, the weight gradient of each offset (``x[rows]^T @ grad_out[pairs]``, added
+chunk after chunk into one partial per block; the partials added in block order).
 
-Parallelism: the blocks (a fixed number of rows each, chosen from the layer's shape only) run on
-a small pool of Python threads, each block's torch ops with one intra-op thread. torch's GEMM
-(MKL) gives different bits at different thread counts when it splits a reduction, so a block's
-result is computed one-threaded; blocks and their order do not depend on the number of threads,
-hence neither do the results. The gather buffer of a block is at most ``_BLOCK_BYTES`` and at
-most one block per thread is alive, so memory stays bounded whatever the voxel count.
+``"im2col"`` (the previous round's): per block of output rows, gather all ``K`` input rows each
+output reads (the zero row where a site is empty) into a ``(rows, K * C_in)`` buffer and
+multiply it by the weight laid out ``(K * C_in, C_out)``; backward to the features the same over
+the transposed table; the weight gradient ``buffer^T @ grad_out`` per block. It does ~1/occupancy
+times the necessary work (a 3x3x3 neighbourhood is ~27 % occupied on the demo's frames).
+
+Parallelism (both): the blocks (chosen from the layer's shape and rulebook only) run on a small
+pool of Python threads, each block's torch ops with one intra-op thread. torch's GEMM (MKL)
+gives different bits at different thread counts when it splits a reduction, so a block's result
+is computed one-threaded, in buffers aligned the same way in every thread; blocks, their order
+and the order partial sums are added in do not depend on the number of threads, hence neither do
+the results. Every output row is written by one block only. A thread's buffers are a few MiB
+(``"pairs"``: three of at most ``_PAIR_BYTES``; ``"im2col"``: one of ``_BLOCK_BYTES``) whatever
+the voxel count.
 """
 from __future__ import annotations
 
@@ -27,10 +43,19 @@ from numba import njit
 
 from ops.sparse_conv.rulebook import Rulebook
 
-__all__ = ["sparse_conv_apply", "gather_mm"]
+__all__ = ["sparse_conv_apply", "gather_mm", "ALGORITHMS"]
+
+ALGORITHMS = ("pairs", "im2col")
+ALGORITHM = os.environ.get("OPS_SPARSE_CONV_ALGORITHM", "pairs")   # the default of sparse_conv_apply
 
 _BLOCK_BYTES = 2 << 20        # gather buffer per block (2 MiB: stays in the L2/L3 caches)
 _MIN_ROWS = 256
+_PAIR_BYTES = 1 << 20         # "pairs": each per-thread buffer (gathered rows, products)
+_MIN_CHUNK = 256              # "pairs": fewest pairs per chunk
+_TARGET_BLOCKS = 8            # "pairs": blocks per layer (fewer on small layers)
+_MIN_BLOCK_PAIRS = 8192
+_MIN_BLOCK_ROWS = 2048
+_ALIGN = 4096
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -60,6 +85,19 @@ def _run(fn, blocks, threads: int) -> list:
     if threads <= 1 or len(blocks) <= 1:
         return [one(b) for b in blocks]
     return list(_executor().map(one, blocks))
+
+
+def _run_iter(fn, blocks, threads: int):
+    """Like ``_run``, but yields the results in block order as they come (the caller adds them
+    up, so that only a few are alive at a time)."""
+    def one(block):
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            return fn(*block)
+
+    if threads <= 1 or len(blocks) <= 1:
+        return (one(b) for b in blocks)
+    return _executor().map(one, blocks)
 
 
 class _ThreadScope:
@@ -156,6 +194,223 @@ def _weight_grad(x: torch.Tensor, table: torch.Tensor, gout: torch.Tensor, threa
     return gw, gb
 
 
+# ---------------------------------------------------------------------------------------------
+# "pairs": compacted pair lists per (block, offset)
+
+@njit(cache=True, nogil=True)
+def _gather_rows(x, idx, p0, p1, buf):
+    """buf[p - p0] = x[idx[p]] for p in [p0, p1)."""
+    c = x.shape[1]
+    for p in range(p0, p1):
+        i = idx[p]
+        q = p - p0
+        for j in range(c):
+            buf[q, j] = x[i, j]
+
+
+@njit(cache=True, nogil=True)
+def _scatter_add_rows(out, idx, p0, p1, buf):
+    """out[idx[p]] += buf[p - p0] for p in [p0, p1), in that order."""
+    c = out.shape[1]
+    for p in range(p0, p1):
+        o = idx[p]
+        q = p - p0
+        for j in range(c):
+            out[o, j] += buf[q, j]
+
+
+@njit(cache=True)
+def _column_sums(g):
+    """Sum over rows in float64, serially in row order (deterministic; the bias gradient)."""
+    n, c = g.shape
+    acc = np.zeros(c, np.float64)
+    for i in range(n):
+        for j in range(c):
+            acc[j] += g[i, j]
+    return acc
+
+
+def _buffers(dtype: np.dtype, shapes) -> list[np.ndarray]:
+    """Views of the calling thread's scratch memory, each starting on an ``_ALIGN`` boundary
+    (the same alignment in every thread, so MKL takes the same code path for a block whichever
+    thread runs it). Valid until the thread's next call."""
+    item = dtype.itemsize
+    nbytes = [r * c * item for r, c in shapes]
+    need = sum(-(-n // _ALIGN) * _ALIGN for n in nbytes) + _ALIGN
+    raw = getattr(_scratch, "praw", None)
+    if raw is None or raw.nbytes < need:
+        raw = _scratch.praw = np.empty(max(need, 3 * _PAIR_BYTES + 4 * _ALIGN), np.uint8)
+        _scratch.pbase = (-raw.ctypes.data) % _ALIGN
+    off = _scratch.pbase
+    out = []
+    for (r, c), n in zip(shapes, nbytes):
+        out.append(raw[off:off + n].view(dtype).reshape(r, c))
+        off += -(-n // _ALIGN) * _ALIGN
+    return out
+
+
+def _chunk_rows(cin: int, cout: int, itemsize: int) -> int:
+    """Pairs per chunk (gathered and multiplied at once): each buffer at most ``_PAIR_BYTES``."""
+    return max(_MIN_CHUNK, _PAIR_BYTES // (max(cin, cout, 1) * itemsize))
+
+
+def _block_pairs(rb: Rulebook, transposed: bool):
+    return rb.pairs(transposed, _MIN_BLOCK_PAIRS, _MIN_BLOCK_ROWS, _TARGET_BLOCKS)
+
+
+def _chunks(seg: list, chunk: int):
+    """Cut a block's pairs ``seg[0]:seg[-1]`` (offset k: ``seg[k]:seg[k + 1]``) into chunks of
+    at most ``chunk`` pairs: (c0, c1, [(k, a, z), ...]) with the offsets' slices relative to c0."""
+    nk = len(seg) - 1
+    c0, end = seg[0], seg[-1]
+    if end - c0 <= chunk:                     # the usual case: the whole block at once
+        if end > c0:
+            yield c0, end, [(k, seg[k] - c0, seg[k + 1] - c0) for k in range(nk)
+                            if seg[k + 1] > seg[k]]
+        return
+    k = 0
+    while c0 < end:
+        c1 = min(c0 + chunk, end)
+        segs = []
+        while k < nk and seg[k + 1] <= c0:
+            k += 1
+        j = k
+        while j < nk and seg[j] < c1:
+            lo, hi = max(seg[j], c0), min(seg[j + 1], c1)
+            if hi > lo:
+                segs.append((j, lo - c0, hi - c0))
+            j += 1
+        yield c0, c1, segs
+        c0 = c1
+
+
+def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int) -> torch.Tensor:
+    """Output features (N_out, C_out) = sum over pairs of x[src] @ w[k]; w (K, C_in, C_out)."""
+    nk, cin, cout = w.shape
+    out = x.new_empty(rb.n_out, cout)
+    if rb.n_out == 0:
+        return out
+    if x.shape[0] == 0:
+        return out.zero_()
+    pb = _block_pairs(rb, False)
+    chunk = _chunk_rows(cin, cout, x.element_size())
+    x_np, out_np = x.numpy(), out.numpy()
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
+    ws = w.unbind(0)
+    dt = x_np.dtype
+
+    def block(b):
+        s, e = bnd[b], bnd[b + 1]
+        if centre >= 0:                       # site reads itself: rows s:e of x, dense
+            torch.mm(x[s:e], ws[centre], out=out[s:e])
+        else:
+            out[s:e].zero_()
+        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
+            g_np, pr_np = _buffers(dt, [(c1 - c0, cin), (c1 - c0, cout)])
+            _gather_rows(x_np, src, c0, c1, g_np)
+            g, pr = torch.from_numpy(g_np), torch.from_numpy(pr_np)
+            for k, lo, hi in segs:
+                torch.mm(g[lo:hi], ws[k], out=pr[lo:hi])
+            _scatter_add_rows(out_np, dst, c0, c1, pr_np)
+
+    _run(block, [(b,) for b in range(pb.n_blocks)], threads)
+    return out
+
+
+def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Rulebook,
+                    threads: int, want_x: bool, want_w: bool):
+    """(grad features (N_in, C_in) or None, grad weight (K, C_in, C_out) or None), over the
+    transposed table: per block of input rows i and offset k with output o = inv[i, k],
+    gx[i] += gout[o] @ w[k]^T and gw[k] += x[i]^T gout[o]."""
+    nk, cin, cout = w.shape
+    gx = x.new_zeros(x.shape) if want_x else None
+    gw = x.new_zeros(nk, cin, cout) if want_w else None
+    if rb.n_in == 0 or rb.n_out == 0:
+        return gx, gw
+    pb = _block_pairs(rb, True)
+    chunk = _chunk_rows(cin, cout, x.element_size())
+    wt = w.transpose(1, 2).contiguous()                  # (K, C_out, C_in)
+    x_np, g_np_all = x.numpy(), gout.numpy()
+    gx_np = gx.numpy() if want_x else None
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
+    # weight offset of each list segment (reversed when the lists are the forward table's)
+    wk = [nk - 1 - k for k in range(nk)] if pb.flipped else list(range(nk))
+    wts = wt.unbind(0)
+    dt = x_np.dtype
+
+    def block(b):
+        s, e = bnd[b], bnd[b + 1]
+        part = x.new_zeros(nk, cin, cout) if want_w else None
+        parts = part.unbind(0) if want_w else None
+        if centre >= 0:                       # input row i is read by output row i
+            if want_x:
+                torch.mm(gout[s:e], wts[centre], out=gx[s:e])
+            if want_w:
+                torch.mm(x[s:e].t(), gout[s:e], out=parts[centre])
+        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
+            n = c1 - c0
+            gg_np, xg_np, pr_np = _buffers(dt, [(n, cout), (n, cin) if want_w else (0, cin),
+                                                (n, cin) if want_x else (0, cin)])
+            _gather_rows(g_np_all, src, c0, c1, gg_np)
+            gg = torch.from_numpy(gg_np)
+            if want_w:
+                _gather_rows(x_np, dst, c0, c1, xg_np)
+                xg = torch.from_numpy(xg_np)
+            if want_x:
+                pr = torch.from_numpy(pr_np)
+            for k, lo, hi in segs:
+                if want_x:
+                    torch.mm(gg[lo:hi], wts[wk[k]], out=pr[lo:hi])
+                if want_w:                    # chunks of one offset add up in pair order
+                    parts[wk[k]].addmm_(xg[lo:hi].t(), gg[lo:hi])
+            if want_x:
+                _scatter_add_rows(gx_np, dst, c0, c1, pr_np)
+        return part
+
+    parts = _run_iter(block, [(b,) for b in range(pb.n_blocks)], threads)
+    for part in parts:                        # block order: independent of the thread count
+        if want_w:
+            gw += part
+    return gx, gw
+
+
+class _PairConvFunction(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, rb, threads):
+        cout, cin = weight.shape[0], weight.shape[-1]
+        nk = rb.nbr.shape[1]
+        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()  # (K, Cin, Cout)
+        with _ThreadScope():
+            out = _pairs_forward(features.detach().contiguous(), w, rb, threads)
+        if bias is not None:
+            out += bias.detach()
+        ctx.save_for_backward(features, weight)
+        ctx.rb = rb
+        ctx.threads = threads
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        features, weight = ctx.saved_tensors
+        gout = gout.contiguous()
+        cout, cin = weight.shape[0], weight.shape[-1]
+        nk = ctx.rb.nbr.shape[1]
+        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = gw = gb = None
+        with _ThreadScope():
+            if want_x or want_w:
+                gx, gwk = _pairs_backward(features.detach().contiguous(), w, gout, ctx.rb,
+                                          ctx.threads, want_x, want_w)
+                if want_w:
+                    gw = gwk.permute(2, 0, 1).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = torch.from_numpy(_column_sums(gout.numpy())).to(gout.dtype)
+        return gx, gw, gb, None, None
+
+
 class _SparseConvFunction(torch.autograd.Function):
 
     @staticmethod
@@ -199,9 +454,13 @@ class _SparseConvFunction(torch.autograd.Function):
 
 
 def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      rulebook: Rulebook, threads: int | None = None) -> torch.Tensor:
+                      rulebook: Rulebook, threads: int | None = None,
+                      algorithm: str | None = None) -> torch.Tensor:
     """Output features (N_out, C_out) of a sparse conv with spconv's KRSC ``weight``
-    (C_out, kz, ky, kx, C_in) over ``rulebook``; differentiable in features, weight and bias."""
+    (C_out, kz, ky, kx, C_in) over ``rulebook``; differentiable in features, weight and bias.
+    ``threads``: default torch's intra-op thread count; ``algorithm``: ``"pairs"`` or
+    ``"im2col"`` (default ``ALGORITHM``: the environment's ``OPS_SPARSE_CONV_ALGORITHM`` or
+    ``"pairs"``)."""
     if features.shape[0] != rulebook.n_in:
         raise ValueError(f"sparse conv: {features.shape[0]} feature rows for a rulebook of "
                          f"{rulebook.n_in} input sites")
@@ -211,5 +470,11 @@ def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.
     if features.is_cuda:
         raise ValueError("ops.sparse_conv runs on the CPU; use spconv on CUDA")
     threads = torch.get_num_threads() if threads is None else int(threads)
+    algorithm = ALGORITHM if algorithm is None else algorithm
+    if algorithm == "pairs":
+        return _PairConvFunction.apply(features, weight, bias, rulebook, threads)
+    if algorithm != "im2col":
+        raise ValueError(f"sparse conv: algorithm must be one of {list(ALGORITHMS)}, got "
+                         f"{algorithm!r}")
     nbr, inv_fn = rulebook.tensors()
     return _SparseConvFunction.apply(features, weight, bias, nbr, inv_fn, threads)

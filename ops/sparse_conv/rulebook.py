@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["Rulebook", "build_rulebook", "conv_output_shape"]
+__all__ = ["Rulebook", "PairBlocks", "build_rulebook", "conv_output_shape", "pair_blocks"]
 
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)   # 2^64 / golden ratio (Fibonacci hashing)
 
@@ -227,6 +227,100 @@ def _flip(nbr, n):
     return inv
 
 
+@njit(cache=True, parallel=True)
+def _pair_blocks(table, n_src, centre, min_pairs, min_rows, target):
+    """Compacted pair lists of a gather table, cut into blocks of consecutive rows.
+
+    ``table`` (N, K): ``table[r, k]`` the source row that offset ``k`` of row ``r`` reads, or
+    ``n_src`` (none). Offset ``centre`` (-1: none) is left out (the caller does it as a dense
+    GEMM). Blocks: consecutive rows, cut before a row that would take the block over
+    ``max_pairs = max(min_pairs, ceil(P / target))`` pairs (``P`` all pairs) or
+    ``max_rows = max(min_rows, ceil(N / target))`` rows (a block holds at least one row): about
+    ``target`` blocks on big tables, fewer on small ones. Inside a block
+    the pairs are ordered by offset, then by row; ``ptr[b * K + k]:ptr[b * K + k + 1]`` are the
+    pairs of block ``b`` and offset ``k``, ``dst`` their rows, ``src`` their source rows.
+    The cuts are a serial scan, the filling is parallel over blocks (each writes its own
+    range), so the result does not depend on the thread count."""
+    n, nk = table.shape
+    cnt = np.zeros(n, np.int64)
+    for r in prange(n):
+        c = 0
+        for k in range(nk):
+            if k != centre and table[r, k] < n_src:
+                c += 1
+        cnt[r] = c
+    all_pairs = 0
+    for r in range(n):
+        all_pairs += cnt[r]
+    max_pairs = max(min_pairs, (all_pairs + target - 1) // target)
+    max_rows = max(min_rows, (n + target - 1) // target)
+    bnd = np.empty(n + 1, np.int64)
+    first = np.empty(n + 1, np.int64)     # pair offset of each block's first pair
+    bnd[0] = 0
+    first[0] = 0
+    nb = 0
+    cur = 0
+    start = 0
+    total = 0
+    for r in range(n):
+        if r > start and (cur + cnt[r] > max_pairs or r - start >= max_rows):
+            nb += 1
+            bnd[nb] = r
+            first[nb] = total
+            start = r
+            cur = 0
+        cur += cnt[r]
+        total += cnt[r]
+    if n > 0:
+        nb += 1
+        bnd[nb] = n
+        first[nb] = total
+    ptr = np.empty(nb * nk + 1, np.int64)
+    ptr[nb * nk] = total
+    dst = np.empty(total, np.int32)
+    src = np.empty(total, np.int32)
+    for b in prange(nb):
+        p = first[b]
+        for k in range(nk):
+            ptr[b * nk + k] = p
+            if k == centre:
+                continue
+            for r in range(bnd[b], bnd[b + 1]):
+                v = table[r, k]
+                if v < n_src:
+                    dst[p] = r
+                    src[p] = v
+                    p += 1
+    return bnd[:nb + 1].copy(), ptr, dst, src, max_pairs, max_rows
+
+
+@dataclass
+class PairBlocks:
+    """A gather table as compacted pair lists per (block of rows, offset); see ``_pair_blocks``."""
+    bounds: np.ndarray      # (B + 1,) int64 row bounds of the blocks
+    ptr: np.ndarray         # (B * K + 1,) int64 pair offsets per (block, offset)
+    dst: np.ndarray         # (P,) int32 row of each pair (output row forward, input row backward)
+    src: np.ndarray         # (P,) int32 source row of each pair
+    centre: int             # offset done densely (row r reads source row r), -1 if none
+    max_pairs: int          # the caps the blocks were cut with
+    max_rows: int
+    flipped: bool = False   # the lists are of the table whose offset k is this one's K - 1 - k
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.bounds) - 1
+
+
+def pair_blocks(table: np.ndarray, n_src: int, centre: int, min_pairs: int, min_rows: int,
+                target: int) -> PairBlocks:
+    """Python entry to ``_pair_blocks`` (see there)."""
+    bnd, ptr, dst, src, mp, mr = _pair_blocks(np.ascontiguousarray(table, dtype=np.int32),
+                                              int(n_src), int(centre), int(min_pairs),
+                                              int(min_rows), max(1, int(target)))
+    return PairBlocks(bounds=bnd, ptr=ptr, dst=dst, src=src, centre=int(centre),
+                      max_pairs=int(mp), max_rows=int(mr))
+
+
 @dataclass
 class Rulebook:
     """One layer's (or one ``indice_key``'s) gather tables; see the module docstring."""
@@ -241,6 +335,7 @@ class Rulebook:
     padding: list[int]
     dilation: list[int]
     _inv: np.ndarray | None = field(default=None, repr=False)
+    _pairs: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_out(self) -> int:
@@ -251,6 +346,34 @@ class Rulebook:
         import torch
         nbr = torch.from_numpy(self.nbr)
         return nbr, lambda: torch.from_numpy(self.inv)
+
+    @property
+    def centre(self) -> int:
+        """The offset every output reads its own row at (submanifold convs with odd kernels:
+        ``nbr[o, centre] == o``), or -1."""
+        if self.subm and all(k % 2 == 1 for k in self.ksize):
+            return int(np.prod(self.ksize)) // 2
+        return -1
+
+    def pairs(self, transposed: bool, min_pairs: int, min_rows: int, target: int) -> PairBlocks:
+        """Compacted pair blocks of ``nbr`` (or of ``inv`` when ``transposed``; see
+        ``_pair_blocks``), cached (layers sharing this rulebook share them)."""
+        key = (transposed, int(min_pairs), int(min_rows), int(target))
+        pb = self._pairs.get(key)
+        if pb is None:
+            if transposed and self.centre >= 0:
+                # Submanifold, odd kernel: inv[i, k] == nbr[i, K - 1 - k], so the transposed
+                # lists are the forward ones with the offsets reversed (nothing to build).
+                fwd = self.pairs(False, min_pairs, min_rows, target)
+                pb = PairBlocks(bounds=fwd.bounds, ptr=fwd.ptr, dst=fwd.dst, src=fwd.src,
+                                centre=fwd.centre, max_pairs=fwd.max_pairs,
+                                max_rows=fwd.max_rows, flipped=True)
+            elif transposed:
+                pb = pair_blocks(self.inv, self.n_out, self.centre, min_pairs, min_rows, target)
+            else:
+                pb = pair_blocks(self.nbr, self.n_in, self.centre, min_pairs, min_rows, target)
+            self._pairs[key] = pb
+        return pb
 
     @property
     def inv(self) -> np.ndarray:

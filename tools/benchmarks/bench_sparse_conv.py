@@ -2,15 +2,20 @@
 
     python tools/benchmarks/bench_sparse_conv.py [--repeats 5] [--frames 2] [--scaling-repeats N]
         [--skip-backbones] [--skip-scaling]
-        [--skip-memory] [--skip-step]
+        [--skip-memory] [--skip-step] [--profile]
 
 Frames: the demo's synthetic generator (``detector.datasets.synthetic``, segment seed 0, the TOP
 lidar's points; intensity and elongation columns zero: only the voxel sites matter here),
 batch of ``--frames``, voxelized and encoded by each config's own preprocessor and VFE.
 
+0. ``--profile`` (only this, then exit): where ours spends process CPU time in one demo backbone
+   forward + backward, per part, at one thread (so that process CPU time is attributable), for
+   each of ``ops.sparse_conv``'s algorithms ("pairs", the default, and "im2col"), beside
+   spconv's total at one thread.
 1. Backbone forward + backward (``SparseEncoder`` of the demo config and of the Waymo config),
-   the two implementations interleaved repeat by repeat, same parameters; median wall and
-   process-CPU seconds and the spconv / ours ratio, all from this one run.
+   the implementations interleaved repeat by repeat, same parameters; median wall and
+   process-CPU seconds and the spconv / ours ratio, all from this one run. Ours is the
+   default "pairs" algorithm; on the demo backbone the previous "im2col" one is run too.
 2. Time against the number of voxels: the Waymo backbone on 20k, 80k, 150k voxels (the voxels
    nearest the sensor of a batch of 3 demo frames (at least) voxelized by the Waymo config).
 3. Peak memory: each implementation's backbone forward + backward in a fresh subprocess after a
@@ -107,6 +112,20 @@ def report(title: str, med: dict) -> None:
           flush=True)
 
 
+def with_algorithm(algorithm: str, fn):
+    """fn, run with ops.sparse_conv's algorithm set to ``algorithm``."""
+    from ops.sparse_conv import functional
+
+    def run():
+        before = functional.ALGORITHM
+        functional.ALGORITHM = algorithm
+        try:
+            return fn()
+        finally:
+            functional.ALGORITHM = before
+    return run
+
+
 def bench_backbones(frames, repeats: int) -> None:
     print(f"== backbone forward + backward, batch {len(frames)} ({load()})", flush=True)
     for name in ("demo", "waymo"):
@@ -114,7 +133,89 @@ def bench_backbones(frames, repeats: int) -> None:
         models["ops"].load_state_dict(models["spconv"].state_dict())
         feats, vox = encoded(models["ops"], [p for p, _ in frames])
         runs = {impl: (lambda m=m: fwd_bwd(m.backbone_3d, feats, vox)) for impl, m in models.items()}
-        report(f"{name} ({vox.num_voxels} voxels)", interleaved(runs, repeats))
+        if name == "demo":
+            runs["im2col"] = with_algorithm("im2col", runs["ops"])
+        runs["ops"] = with_algorithm("pairs", runs["ops"])
+        med = interleaved(runs, repeats)
+        report(f"{name} ({vox.num_voxels} voxels)", med)
+        if "im2col" in med:
+            report(f"{name}, ours im2col", dict(ops=med["im2col"], spconv=med["spconv"]))
+
+
+def bench_profile(frames, repeats: int) -> None:
+    """Per-part process CPU time of the demo backbone's forward + backward at one thread."""
+    import collections
+
+    import numba
+    import torch
+
+    import ops.sparse_conv.functional as F
+    import ops.sparse_conv.modules as M
+    import ops.sparse_conv.rulebook as R
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    acc = collections.defaultdict(float)
+
+    def timed(name, fn):
+        def run(*a, **k):
+            c = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[name] += time.process_time() - c
+        return run
+
+    saved = [(M, "build_rulebook"), (R, "pair_blocks"), (R, "_transpose"), (R, "_flip"),
+             (F, "_gather_rows"), (F, "_scatter_add_rows"), (F, "_gather")]
+    originals = [(mod, n, getattr(mod, n)) for mod, n in saved]
+    fns = [(F._PairConvFunction, "forward"), (F._PairConvFunction, "backward"),
+           (F._SparseConvFunction, "forward"), (F._SparseConvFunction, "backward")]
+    orig_fns = [(cls, n, cls.__dict__[n]) for cls, n in fns]
+    names = {"build_rulebook": "rulebooks (neighbour tables, output sites)",
+             "pair_blocks": "  pair lists (pairs)", "_transpose": "  transposed tables",
+             "_flip": "  transposed tables", "_gather_rows": "  gathers (pairs)",
+             "_scatter_add_rows": "  scatter-adds (pairs)", "_gather": "  im2col gathers"}
+    try:
+        for mod, n, fn in originals:
+            setattr(mod, n, timed(names[n], fn))
+        for cls, n, fn in orig_fns:
+            label = "conv forward" if n == "forward" else "conv backward (features + weight)"
+            setattr(cls, n, staticmethod(timed(label, fn.__func__)))
+        models = {impl: build_model("demo", impl) for impl in ("ops", "spconv")}
+        models["ops"].load_state_dict(models["spconv"].state_dict())
+        feats, vox = encoded(models["ops"], [p for p, _ in frames])
+        print(f"== profile: demo backbone forward + backward ({vox.num_voxels} voxels), one thread, "
+              f"process CPU seconds per pass, mean of {repeats} after a warm-up ({load()})",
+              flush=True)
+        for algorithm in ("pairs", "im2col", "spconv"):
+            impl = "spconv" if algorithm == "spconv" else "ops"
+            run = lambda: fwd_bwd(models[impl].backbone_3d, feats, vox)  # noqa: E731
+            if impl == "ops":
+                run = with_algorithm(algorithm, run)
+            run()
+            acc.clear()
+            total = sum(run()[1] for _ in range(repeats)) / repeats
+            print(f"  {algorithm}: total {total:.3f} s", flush=True)
+            if impl == "spconv":
+                continue
+            parts = {k: v / repeats for k, v in acc.items()}
+            convs = parts.get("conv forward", 0) + parts.get("conv backward (features + weight)", 0)
+            rest = total - convs - parts.get(names["build_rulebook"], 0)
+            for k in ("conv forward", "conv backward (features + weight)", names["pair_blocks"],
+                      names["_transpose"], names["_gather_rows"], names["_scatter_add_rows"],
+                      names["_gather"], names["build_rulebook"]):
+                if k in parts:
+                    print(f"    {k:44s} {parts[k]:.3f} s", flush=True)
+            print(f"    {'the rest (BatchNorm, ReLU, dense, autograd)':44s} {rest:.3f} s", flush=True)
+    finally:
+        for mod, n, fn in originals:
+            setattr(mod, n, fn)
+        for cls, n, fn in orig_fns:
+            setattr(cls, n, fn)
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
 
 
 def bench_scaling(frames, repeats: int) -> None:
@@ -211,6 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-step", action="store_true")
+    p.add_argument("--profile", action="store_true", help="only the per-part CPU profile")
     p.add_argument("--memory-child", nargs=2, metavar=("CONFIG", "IMPL"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
@@ -223,6 +325,9 @@ def main(argv=None) -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
     frames = demo_frames(args.frames)
     print(f"demo frames: {[len(p) for p, _ in frames]} points", flush=True)
+    if args.profile:
+        bench_profile(frames, args.repeats)
+        return 0
     if not args.skip_backbones:
         bench_backbones(frames, args.repeats)
     if not args.skip_scaling:
