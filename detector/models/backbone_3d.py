@@ -13,9 +13,9 @@ Convolution implementation (``conv_impl``): ``"ops"`` uses ``ops.sparse_conv`` (
 CPU kernels: parallel over all cores and deterministic), ``"spconv"`` spconv 2.x (imported only
 through ``ops.spconv_utils``, whose CPU shim makes backward work without CUDA and pins its CPU
 kernels to one thread), ``"auto"`` (default) spconv. ``"auto"`` stays on spconv on the CPU until
-``ops`` is faster there for a whole training step (docs/benchmarks/sparse_conv.md: its backbone is
-faster in wall time but costs more CPU time, and the demo's step measured slower). Both have the
-same modules, parameter names and weight layout, so checkpoints load into either.
+``ops`` is clearly faster there for a whole training step (docs/benchmarks/sparse_conv.md: its
+real-pairs kernels do about as much CPU work as spconv's and the demo's step measured 0.97x).
+Both have the same modules, parameter names and weight layout, so checkpoints load into either.
 """
 from __future__ import annotations
 
