@@ -374,15 +374,20 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
     return gx, gw
 
 
+def _weight_k_in_out(weight: torch.Tensor) -> torch.Tensor:
+    """spconv's KRSC weight (C_out, kz, ky, kx, C_in), detached, as (K, C_in, C_out) contiguous:
+    the matrix of kernel offset k is ``[k]``."""
+    cout, cin = weight.shape[0], weight.shape[-1]
+    return weight.detach().reshape(cout, -1, cin).permute(1, 2, 0).contiguous()
+
+
 class _PairConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, weight, bias, rb, threads):
-        cout, cin = weight.shape[0], weight.shape[-1]
-        nk = rb.nbr.shape[1]
-        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()  # (K, Cin, Cout)
         with _ThreadScope():
-            out = _pairs_forward(features.detach().contiguous(), w, rb, threads)
+            out = _pairs_forward(features.detach().contiguous(), _weight_k_in_out(weight), rb,
+                                 threads)
         if bias is not None:
             out += bias.detach()
         ctx.save_for_backward(features, weight)
@@ -395,9 +400,7 @@ class _PairConvFunction(torch.autograd.Function):
     def backward(ctx, gout):
         features, weight = ctx.saved_tensors
         gout = gout.contiguous()
-        cout, cin = weight.shape[0], weight.shape[-1]
-        nk = ctx.rb.nbr.shape[1]
-        w = weight.detach().reshape(cout, nk, cin).permute(1, 2, 0).contiguous()
+        w = _weight_k_in_out(weight)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = gw = gb = None
         with _ThreadScope():
@@ -415,13 +418,9 @@ class _SparseConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, weight, bias, nbr, inv_fn, threads):
-        cout = weight.shape[0]
-        cin = weight.shape[-1]
-        nk = nbr.shape[1]
-        w = weight.detach()
-        wmat = w.reshape(cout, nk, cin).permute(1, 2, 0).reshape(nk * cin, cout)
+        wmat = _weight_k_in_out(weight).reshape(-1, weight.shape[0])      # (K * C_in, C_out)
         with _ThreadScope():
-            out = gather_mm(features.detach().contiguous(), nbr, wmat.contiguous(), threads)
+            out = gather_mm(features.detach().contiguous(), nbr, wmat, threads)
         if bias is not None:
             out += bias.detach()
         ctx.save_for_backward(features, weight)

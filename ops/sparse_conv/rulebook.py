@@ -79,6 +79,16 @@ def _encode(indices, shape, bad):
 
 
 @njit(cache=True, inline="always")
+def _unkey(key, shape):
+    """The inverse of ``_encode``'s key: (b, z, y, x) of ``key`` in a grid of ``shape``."""
+    x = key % shape[2]
+    r = key // shape[2]
+    y = r % shape[1]
+    r = r // shape[1]
+    return r // shape[0], r % shape[0], y, x
+
+
+@njit(cache=True, inline="always")
 def _advance(skeys, p, t):
     """First position >= p of the sorted ``skeys`` whose key is >= t (galloping search)."""
     n = skeys.shape[0]
@@ -116,13 +126,7 @@ def _neighbour_table(okeys, orows, oshape, skeys, srows, shape, ksize, stride, o
     for seg in prange(nseg):
         cur = np.zeros(nk, np.int64)
         for j in range(seg * step, min(m, (seg + 1) * step)):
-            key = okeys[j]
-            x = key % oshape[2]
-            r = key // oshape[2]
-            y = r % oshape[1]
-            r = r // oshape[1]
-            z = r % oshape[0]
-            b = r // oshape[0]
+            b, z, y, x = _unkey(okeys[j], oshape)
             row = orows[j]
             k = 0
             for a in range(kz):
@@ -149,13 +153,11 @@ def _decode(okeys, oshape):
     m = okeys.shape[0]
     out = np.empty((m, 4), np.int32)
     for o in prange(m):
-        key = okeys[o]
-        out[o, 3] = key % oshape[2]
-        r = key // oshape[2]
-        out[o, 2] = r % oshape[1]
-        r = r // oshape[1]
-        out[o, 1] = r % oshape[0]
-        out[o, 0] = r // oshape[0]
+        b, z, y, x = _unkey(okeys[o], oshape)
+        out[o, 0] = b
+        out[o, 1] = z
+        out[o, 2] = y
+        out[o, 3] = x
     return out
 
 
@@ -171,13 +173,7 @@ def _conv_outputs(keys, shape, oshape, ksize, stride, padding, dilation, max_per
     out = np.empty(cap, np.int64)
     m = 0
     for i in range(n):
-        key = keys[i]
-        x = key % shape[2]
-        r = key // shape[2]
-        y = r % shape[1]
-        r = r // shape[1]
-        z = r % shape[0]
-        b = r // shape[0]
+        b, z, y, x = _unkey(keys[i], shape)
         for a in range(ksize[0]):
             tz = z + padding[0] - a * dilation[0]
             if tz < 0 or tz % stride[0] != 0 or tz // stride[0] >= oshape[0]:
