@@ -56,6 +56,24 @@ def order_by_site(indices: torch.Tensor) -> torch.Tensor:
     return torch.argsort(key)
 
 
+def assert_same_as_spconv(ours, theirs, oo, fo, ot, ft):
+    """Our layer's output ``oo`` (input features ``fo``) against spconv's ``ot`` (``ft``): the
+    same sites (rows matched by site), features, and feature / weight / bias gradients for one
+    random output gradient. Returns our site order and the output gradient used."""
+    pt, po = order_by_site(ot.indices), order_by_site(oo.indices)
+    assert torch.equal(ot.indices[pt], oo.indices[po])
+    torch.testing.assert_close(oo.features[po], ot.features[pt], rtol=1e-5, atol=1e-5)
+    gout = torch.randn(oo.features.shape, generator=torch.Generator().manual_seed(2))
+    g_t = torch.empty_like(gout)
+    g_t[pt] = gout[po]
+    ot.features.backward(g_t)
+    oo.features.backward(gout)
+    torch.testing.assert_close(fo.grad, ft.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-5, atol=1e-4)
+    return po, gout
+
+
 CASES = [
     # kind, spatial shape, batch, n sites, cin, cout, kernel, stride, padding, empty items
     ("subm", [9, 10, 11], 2, 300, 4, 5, 3, 1, 1, ()),
@@ -84,21 +102,11 @@ def test_matches_spconv(case):
     oo, fo = run(ours, idx, feats, shape, batch)
     assert oo.spatial_shape == ot.spatial_shape
     assert oo.indices.dtype == torch.int32 and oo.features.dtype == torch.float32
-    pt, po = order_by_site(ot.indices), order_by_site(oo.indices)
-    assert torch.equal(ot.indices[pt], oo.indices[po])
+    po, _ = assert_same_as_spconv(ours, theirs, oo, fo, ot, ft)
     if kind == "subm":                                   # submanifold: the input's rows, in order
         assert torch.equal(oo.indices, idx)
     else:                                                # ours: sorted by (b, z, y, x)
         assert torch.equal(po, torch.arange(len(po)))
-    torch.testing.assert_close(oo.features[po], ot.features[pt], rtol=1e-5, atol=1e-5)
-    gout = torch.randn(oo.features.shape, generator=torch.Generator().manual_seed(2))
-    g_t = torch.empty_like(gout)
-    g_t[pt] = gout[po]
-    ot.features.backward(g_t)
-    oo.features.backward(gout)
-    torch.testing.assert_close(fo.grad, ft.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-5, atol=1e-4)
     dense_t, dense_o = ot.dense(), oo.dense()
     torch.testing.assert_close(dense_o, dense_t, rtol=1e-5, atol=1e-5)
 
@@ -441,17 +449,7 @@ def test_empty_offsets_and_empty_blocks_match_spconv(kind, sites, kw, small_bloc
     assert len(occupied) < nk or unread                             # some offset has no pair
     ot, ft = run(theirs, idx, feats, shape, batch)
     oo, fo = run(ours, idx, feats, shape, batch)
-    pt, po = order_by_site(ot.indices), order_by_site(oo.indices)
-    assert torch.equal(ot.indices[pt], oo.indices[po])
-    torch.testing.assert_close(oo.features[po], ot.features[pt], rtol=1e-5, atol=1e-5)
-    gout = torch.randn(oo.features.shape, generator=torch.Generator().manual_seed(2))
-    g_t = torch.empty_like(gout)
-    g_t[pt] = gout[po]
-    ot.features.backward(g_t)
-    oo.features.backward(gout)
-    torch.testing.assert_close(fo.grad, ft.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-5, atol=1e-4)
+    _, gout = assert_same_as_spconv(ours, theirs, oo, fo, ot, ft)
     # the same in float64 against the im2col algorithm, through sparse_conv_apply
     f64 = feats.double().requires_grad_(True)
     w64 = ours.weight.detach().double().requires_grad_(True)
