@@ -449,21 +449,22 @@ def boxes_iou3d_aligned_torch(a, b):
     n = a.shape[0]
     eps = 1e-9 if a.dtype == torch.float64 else 1e-5
 
-    def corners(x):                                   # (N, 4, 2), counter-clockwise
-        c, s_ = torch.cos(x[:, 6]), torch.sin(x[:, 6])
+    rot_a = torch.cos(a[:, 6:7]), torch.sin(a[:, 6:7])        # (N, 1) each
+    rot_b = torch.cos(b[:, 6:7]), torch.sin(b[:, 6:7])
+
+    def corners(x, rot):                              # (N, 4, 2), counter-clockwise
+        c, s_ = rot
         u = torch.tensor([0.5, 0.5, -0.5, -0.5], dtype=x.dtype, device=x.device) * x[:, 3:4]
         v = torch.tensor([-0.5, 0.5, 0.5, -0.5], dtype=x.dtype, device=x.device) * x[:, 4:5]
-        px = x[:, 0:1] + u * c[:, None] - v * s_[:, None]
-        py = x[:, 1:2] + u * s_[:, None] + v * c[:, None]
-        return torch.stack([px, py], -1)
+        return torch.stack([x[:, 0:1] + u * c - v * s_, x[:, 1:2] + u * s_ + v * c], -1)
 
-    def inside(p, x):                                 # points (N, P, 2) in boxes x -> (N, P)
-        c, s_ = torch.cos(x[:, 6])[:, None], torch.sin(x[:, 6])[:, None]
+    def inside(p, x, rot):                            # points (N, P, 2) in boxes x -> (N, P)
+        c, s_ = rot
         dx, dy = p[..., 0] - x[:, 0:1], p[..., 1] - x[:, 1:2]
         u, v = dx * c + dy * s_, -dx * s_ + dy * c
         return (u.abs() <= x[:, 3:4] / 2 + eps) & (v.abs() <= x[:, 4:5] / 2 + eps)
 
-    ca, cb = corners(a), corners(b)
+    ca, cb = corners(a, rot_a), corners(b, rot_b)
     # Edge crossings: edge i of a (p1 -> p2) with edge j of b (p3 -> p4), all 16 pairs.
     p1, p2 = ca[:, :, None, :], ca.roll(-1, 1)[:, :, None, :]
     p3, p4 = cb[:, None, :, :], cb.roll(-1, 1)[:, None, :, :]
@@ -482,7 +483,7 @@ def boxes_iou3d_aligned_torch(a, b):
     cross_ok = crosses & (t >= 0) & (t <= 1) & (uu >= 0) & (uu <= 1)
     cross = (p1 + t[..., None] * r).reshape(n, 16, 2)
     pts = torch.cat([ca, cb, cross], 1)                               # (N, 24, 2)
-    ok = torch.cat([inside(ca, b), inside(cb, a), cross_ok.reshape(n, 16)], 1)
+    ok = torch.cat([inside(ca, b, rot_b), inside(cb, a, rot_a), cross_ok.reshape(n, 16)], 1)
     okf = ok.to(a.dtype)
     count = okf.sum(1, keepdim=True)
     mean = (pts * okf[..., None]).sum(1) / count.clamp(min=1)
