@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
-from test_train_support import REPO, TINY_CONFIG, tiny_data_root
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from test_train_support import REPO, TINY_CONFIG, free_port, tiny_data_root
 
 
 def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path_factory, tmp_path):
     root = tiny_data_root(tmp_path_factory)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(REPO / "tools" / "train.py"), str(TINY_CONFIG), "--launcher", "pytorch",
            "--work-dir", str(tmp_path), "--data-root", str(root), "--cfg-options",
            "train_cfg.max_epochs=2", "train_cfg.val_interval=100", "custom_hooks.3.interval=1",

@@ -7,14 +7,13 @@ identical on both ranks after every step.
 """
 from __future__ import annotations
 
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from ops.graddrop import GradDrop
+from test_train_support import free_port
 
 WORLD_SIZE = 2
 STEPS = 4
@@ -33,12 +32,6 @@ class TinyTwoHead(torch.nn.Module):
     def forward(self, x):
         feat_cls, feat_box = self.graddrop(self.trunk(x))
         return self.cls(feat_cls), self.box(feat_box)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -69,7 +62,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_ddp_keeps_parameters_identical(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
     for p0, p1, init in zip(results[0]["final"], results[1]["final"], results[0]["initial"]):
         assert torch.equal(p0, p1)

@@ -8,8 +8,6 @@ GradNorm weights come from the method itself, not from DDP copying rank 0's buff
 """
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,6 +15,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from ops.multitask import GradientLayer
+from test_train_support import free_port
 
 WORLD_SIZE = 2
 STEPS = 2
@@ -35,12 +34,6 @@ class TinyTwoHead(torch.nn.Module):
     def forward(self, x):
         feat_cls, feat_box = self.layer(self.trunk(x))
         return self.cls(feat_cls), self.box(feat_box)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _state(layer):
@@ -91,7 +84,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("mt_ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD_SIZE, join=True)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
 

@@ -1,13 +1,22 @@
-"""Shared helpers of the training tests (no tests here): tiny synthetic data, tiny configs."""
+"""Shared helpers of the training tests (no tests here): tiny synthetic data, tiny configs, a
+free TCP port for two-process (gloo) runs."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "demo" / "centerpoint_graddrop_tiny.py"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 _GEN = r'''
 import sys
