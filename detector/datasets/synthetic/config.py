@@ -28,13 +28,20 @@ class SceneConfig:
     ground_noise_amplitude: float = 0.04  # per sinusoid; three sinusoids
     ground_noise_wavelength: tuple = (8.0, 40.0)
     # --- objects -------------------------------------------------------------------------------
-    parked_fill: tuple = (0.25, 0.5)   # probability that a parking slot holds a vehicle
-    moving_vehicles_per_lane: tuple = (0, 3)
+    parked_fill: tuple = (0.35, 0.7)   # probability that a parking slot holds a vehicle
+    moving_vehicles_per_lane: tuple = (1, 4)
     cross_vehicles: tuple = (0, 6)
-    van_fraction: float = 0.2
-    truck_fraction: float = 0.1
-    pedestrians: tuple = (4, 16)
-    cyclists: tuple = (0, 3)
+    # shares of car (sedan), hatchback, suv, van, truck, bus (scene.VEHICLE_KINDS)
+    vehicle_mix: tuple = (0.3, 0.18, 0.32, 0.1, 0.06, 0.04)
+    # chance that one side of the main road parks parallel / in angled bays / perpendicular
+    parking_modes: tuple = (0.6, 0.25, 0.15)
+    parked_yaw_std: float = 0.05      # rad (~3 deg): parked cars are not exactly straight
+    turning_vehicles: tuple = (0, 3)  # on the junction's turns (with a cross street)
+    turning_speed: tuple = (2.0, 7.0)
+    pedestrians: tuple = (8, 28)      # ~12 labelled per frame, as in Waymo v1
+    # Waymo v1 has ~0.3 cyclists per frame; the scenes hold ~3x more so that a detector trained
+    # on a few dozen frames sees enough of them.
+    cyclists: tuple = (1, 4)
     signs: tuple = (4, 12)
     poles_spacing: tuple = (18.0, 35.0)
     tree_prob: float = 0.5
@@ -59,11 +66,16 @@ class SceneConfig:
 
     def validate(self) -> None:
         for name in ("parked_fill", "moving_vehicles_per_lane", "cross_vehicles", "pedestrians",
-                     "cyclists", "signs", "building_height", "building_depth", "ego_speed",
+                     "cyclists", "signs", "turning_vehicles", "turning_speed", "building_height", "building_depth", "ego_speed",
                      "traffic_speed", "poles_spacing", "ground_noise_wavelength"):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ValueError(f"SceneConfig.{name} = {(lo, hi)}: expected 0 <= low <= high")
+        for name, n in (("vehicle_mix", 6), ("parking_modes", 3)):
+            v = getattr(self, name)
+            if len(v) != n or min(v) < 0 or sum(v) <= 0:
+                raise ValueError(f"SceneConfig.{name} = {v}: expected {n} non-negative shares, "
+                                 f"not all zero")
         if self.half_length < 20:
             raise ValueError(f"SceneConfig.half_length = {self.half_length}: expected >= 20 m")
         if self.range_noise_std < 0 or self.dropout_base < 0 or self.dropout_base >= 1:

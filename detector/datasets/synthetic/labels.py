@@ -76,11 +76,12 @@ def make_labels(scene: Scene, t: float, pose_local: np.ndarray, points_all: np.n
         c = R.T @ (wb[:3] - tr)
         if math.hypot(c[0], c[1]) > cfg.label_range:
             continue
-        fwd = R.T @ np.array([math.cos(ob.yaw), math.sin(ob.yaw), 0.0])
+        h = ob.heading(t)
+        fwd = R.T @ np.array([math.cos(h), math.sin(h), 0.0])
         boxes.append([c[0], c[1], c[2], ob.length, ob.width, ob.height,
                       math.atan2(fwd[1], fwd[0])])
         speed.append(R.T @ ob.velocity(t))
-        accel.append(R.T @ ob.acceleration())
+        accel.append(R.T @ ob.acceleration(t))
         idx.append(k)
     m = len(idx)
     boxes = np.asarray(boxes, np.float64).reshape(m, 7)
