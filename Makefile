@@ -1,6 +1,7 @@
 # Two commands do all the set-up: `make demo` and `make test` (each creates .venv when missing).
 PY := .venv/bin/python
 FRESH ?= 0
+CLASSES ?= 1
 PYTEST_ARGS ?=
 # See ops/__init__.py: two OpenMP runtimes (torch, Numba) must not spin-wait against each other.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -14,7 +15,7 @@ oracle-env:
 	@bash tools/setup_env.sh oracle
 
 demo: env
-	@$(PY) tools/demo.py $(if $(filter 1,$(FRESH)),--fresh,)
+	@$(PY) tools/demo.py $(if $(filter 1,$(FRESH)),--fresh,) --classes $(CLASSES)
 
 test: env
 	@$(PY) -m pytest $(PYTEST_ARGS)

@@ -33,7 +33,9 @@ def _gt(root):
     recs = load_index(root, "val")
     out = []
     for r in recs:
-        keep = r.types == 1
+        # Boxes without points are not scored (the metric drops them), so a prediction of one
+        # would be a false positive: predict only the scored ones.
+        keep = (r.types == 1) & (r.num_points_in_box > 0)
         for b in r.boxes[keep]:
             out.append((r.context_name, r.timestamp_micros, b.astype(np.float64)))
     assert len(out) >= 3, "the tiny val frame must hold a few vehicles"
@@ -99,6 +101,12 @@ def test_rotation_shift_and_reversal_are_measured(root, tmp_path, capsys):
     _write(tmp_path / "v.bin", gt, reverse)
     out = _run(capsys, tmp_path / "v.bin", root, "--split", "val")
     assert _ap(out, 0.7) == 1.0 and _errors(out)[5] == pytest.approx(0.0, abs=1e-3)
+    # ... but the reversed share does, and APH halves it
+    assert f"{len(gt)} of {len(gt)} matched boxes (100.0%)" in out
+    assert re.search(r"IoU 0.70: VEHICLE LEVEL_1 AP 1.000  APH 0.000", out)
+    perfect = _run(capsys, tmp_path / "s.bin", root, "--split", "val")
+    assert f"reversed (heading off by more than 90 deg, front taken for the back): 0 of {len(gt)}" \
+        in perfect
 
 
 def test_far_detections_are_not_matched(root, tmp_path, capsys):

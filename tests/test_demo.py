@@ -48,3 +48,38 @@ def test_demo_runs_and_reuses_its_outputs(tmp_path_factory, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "reusing trained checkpoint" in out
     assert ckpt.stat().st_mtime_ns == mtime
+
+
+def test_three_class_demo_scores_every_class(tmp_path_factory, tmp_path, capsys):
+    """``make demo CLASSES=3``'s settings: the 3-class config trains and evaluates end to end, and
+    metrics.json and the closing line show all three classes."""
+    from detector.engine.demo import DEMO_CONFIG_3CLASS, demo_settings
+
+    s3 = demo_settings(3)
+    assert s3.config == DEMO_CONFIG_3CLASS and s3.data_dir == demo_settings(1).work_dir / "data"
+    converted = tiny_data_root(tmp_path_factory)
+    data = tmp_path / "shared_data"
+    shutil.copytree(converted.parent, data)
+    s = DemoSettings(work_dir=tmp_path / "demo_3class", data_dir=data, config=s3.config,
+                     train_segments=1, val_segments=1, frames_per_segment=2, num_vis=1, workers=1,
+                     cfg_options={"train_cfg.max_epochs": 1, "train_cfg.val_interval": 1,
+                                  "custom_hooks": []})
+    metrics = run_demo(settings=s)
+    _clear_scope()
+    out = capsys.readouterr().out
+    assert "reusing converted train data" in out            # the shared data, not a new copy
+    for name in ("VEHICLE", "PEDESTRIAN", "CYCLIST"):
+        assert f"OBJECT_TYPE_TYPE_{name}_LEVEL_1" in metrics
+        assert f"OBJECT_TYPE_TYPE_{name}_LEVEL_2" in metrics
+    closing = [line for line in out.splitlines() if "LEVEL_1 AP / APH:" in line]
+    assert closing and all(n in closing[0] for n in ("VEHICLE", "PEDESTRIAN", "CYCLIST"))
+    assert (tmp_path / "demo_3class" / "metrics.json").is_file()
+    assert not (tmp_path / "demo_3class" / "data").exists()
+
+
+def test_demo_classes_must_be_one_or_three():
+    import pytest
+
+    from detector.engine.demo import demo_settings
+    with pytest.raises(ValueError, match="classes must be 1"):
+        demo_settings(2)

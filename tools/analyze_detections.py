@@ -7,7 +7,9 @@ IoU thresholds and measure the box errors of the matched detections.
 Prints LEVEL_1 AP of the type at each IoU threshold (our Waymo metric, official rules otherwise),
 then, for every ground-truth box with a detection (score >= --score-thr) whose centre lies within
 --match-dist metres, the mean absolute errors of centre, z, size and heading (heading modulo pi,
-as IoU does not see a reversed box) and the fraction with 3D IoU above 0.7. A large gap between
+as IoU does not see a reversed box), the fraction with 3D IoU above 0.7 and the share of
+reversed boxes (heading off by more than 90 degrees), also split by the ground truth's angle to
+the street axes. A large gap between
 AP at IoU 0.5 and 0.7 with small centre/size errors points at heading; large centre errors at
 the output grid.
 """
@@ -82,9 +84,11 @@ def main(argv=None) -> int:
                 continue
             q = d_boxes[j]
             dh = (q[6] - g[i, 6] + np.pi / 2) % np.pi - np.pi / 2
+            full = (q[6] - g[i, 6] + np.pi) % (2 * np.pi) - np.pi
             iou = boxes_iou3d(g[i:i + 1].astype(np.float32), q[None].astype(np.float32))[0, 0]
+            axis_off = abs((g[i, 6] + np.pi / 4) % (np.pi / 2) - np.pi / 4)
             errors.append([dist[i, j], q[2] - g[i, 2], q[3] - g[i, 3], q[4] - g[i, 4], q[5] - g[i, 5],
-                           np.degrees(dh), iou])
+                           np.degrees(dh), iou, abs(full) > np.pi / 2, np.degrees(axis_off)])
     if not errors:
         print("no ground-truth box has a detection within --match-dist")
         return 0
@@ -96,6 +100,15 @@ def main(argv=None) -> int:
     print("mean signed error: z %+.2f m, length %+.2f m, width %+.2f m, height %+.2f m"
           % tuple(e[:, 1:5].mean(0)))
     print(f"3D IoU of the matched pairs: median {np.median(e[:, 6]):.3f}, above 0.7: {(e[:, 6] > 0.7).mean():.1%}")
+    print(f"reversed (heading off by more than 90 deg, front taken for the back): "
+          f"{int(e[:, 7].sum())} of {len(e)} matched boxes ({e[:, 7].mean():.1%})")
+    # By the ground truth's angle to the nearest multiple of 90 degrees in the frame's axes
+    # (the ego's road): vehicles along the street axes vs angled ones.
+    for name, m in (("within 5 deg of an axis", e[:, 8] <= 5), ("more than 5 deg off", e[:, 8] > 5)):
+        if m.any():
+            print(f"  {name}: {int(m.sum())} matched, centre {e[m, 0].mean():.2f} m, heading "
+                  f"{np.abs(e[m, 5]).mean():.1f} deg, IoU median {np.median(e[m, 6]):.3f}, "
+                  f"above 0.7 {(e[m, 6] > 0.7).mean():.1%}")
     return 0
 
 
