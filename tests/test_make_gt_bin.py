@@ -64,8 +64,12 @@ def test_waymo_eval_scores_gt_as_prediction_one_and_matches_the_metric(gt, tmp_p
     root, out, records = gt
     g = read_objects(out)
     perfect = tmp_path / "perfect.bin"
-    write_objects(perfect, g.context_names.tolist(), g.timestamps_micros, g.boxes, g.types,
-                  np.ones(len(g)))
+    # Boxes without points are not scored (the metric drops them): predicting one would be a
+    # false positive, so the perfect prediction is the scored ground truth.
+    s = g.num_points > 0
+    assert (~s).any() and s.any()
+    write_objects(perfect, g.context_names[s].tolist(), g.timestamps_micros[s], g.boxes[s],
+                  g.types[s], np.ones(int(s.sum())))
     js = tmp_path / "perfect.json"
     assert _tool("waymo_eval")([str(perfect), str(out), "--json", str(js)]) == 0
     scored = {k: v for k, v in json.loads(js.read_text()).items() if v["num_gt"] > 0}

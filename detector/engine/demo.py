@@ -200,9 +200,9 @@ def run_demo(fresh: bool = False, settings: DemoSettings | None = None) -> dict:
     metrics, runner = evaluate(s, converted, ckpt)
     pictures = render(s, runner, converted)
     scores = ", ".join(
-        f"{name.split('_TYPE_', 1)[1].rsplit('_LEVEL', 1)[0]} "
+        f"{name[len('OBJECT_TYPE_TYPE_'):-len('_LEVEL_1')]} "
         f"{metrics[name]['AP']:.3f} / {metrics[name]['APH']:.3f}"
-        for name in metrics if name.startswith("OBJECT_TYPE_") and name.endswith("_LEVEL_1"))
+        for name in metrics if name.startswith("OBJECT_TYPE_TYPE_") and name.endswith("_LEVEL_1"))
     _say(f"done in {time.time() - t0:.0f} s; LEVEL_1 AP / APH: {scores}")
     _say("outputs:")
     _say(f"  synthetic segments   {converted.parent / 'raw'}")
