@@ -4,12 +4,14 @@
 # 0.8 m cells, 30 epochs over 36 frames. Its scores (vehicle AP / APH on the synthetic val split)
 # and the runs behind each departure from the Waymo config are in docs/benchmarks/training.md:
 # - heading encoded as the box axis (sin/cos of twice the angle) plus a front/back direction
-#   logit (heading_encoding="axis_dir"): the synthetic cars' front and back differ only slightly,
-#   and CenterPoint's sin/cos targets of the two readings pulled the regression apart;
+#   logit (heading_encoding="axis_dir"): the axis, all that IoU sees, trains on its own, and the
+#   direction is a separate classifier (on the round-1 cars, whose ends were alike, CenterPoint's
+#   sin/cos targets of the two readings pulled the regression apart);
 # - regression also supervised at the 8 cells around each centre (train_cfg.reg_radius=1), so a
 #   heatmap peak one cell off still decodes a good box;
-# - regression loss weights 0.5 instead of CenterPoint's 0.25: in a schedule of a few hundred
-#   steps the heading barely trains at 0.25;
+# - regression loss weights 0.5 (heading 1.0) instead of CenterPoint's 0.25: in a schedule of a
+#   few hundred steps the heading barely trains at 0.25; direction logit 0.5: heavier, it learns
+#   the front but drags every other branch down (docs/benchmarks/training.md, 3c);
 # - an IoU branch whose prediction rescores detections as score^0.32 * IoU^0.68 (AFDetV2's
 #   rectification), which ranks well-localised boxes first.
 _base_ = [
@@ -32,7 +34,7 @@ model = dict(
               upsample_strides=(2, 4), upsample_channels=(32, 32)),
     head=dict(share_channels=64, head_channels=64, heading_encoding="axis_dir", with_iou=True,
               graddrop=dict(mode="graddrop"),
-              loss_weights=dict(offset=0.5, z=0.5, size=0.5, heading=0.5)),
+              loss_weights=dict(offset=0.5, z=0.5, size=0.5, heading=1.0, direction=0.5)),
     train_cfg=dict(reg_radius=1, reg_neighbour_weight=0.5),
     test_cfg=dict(score_threshold=0.05, nms_iou_threshold=0.5, max_per_frame=200,
                   iou_rectifier=0.68),
