@@ -494,6 +494,37 @@ def test_empty_offsets_and_empty_blocks_match_spconv(kind, sites, kw, small_bloc
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("subm,ks,st,pd", [(True, [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+                                           (False, [3, 3, 3], [2, 2, 2], [1, 1, 1]),
+                                           (False, [3, 1, 1], [2, 1, 1], [0, 0, 0])])
+def test_pairs_row_and_column_buffers_agree(subm, ks, st, pd, chunk, monkeypatch):
+    """The "pairs" kernels with the gathered rows stored as rows (wide layers) and as columns
+    (narrow ones, ``_NARROW``), forced both ways on the same layers, in float64 against
+    "im2col": features and the three gradients; narrow and wide channel counts."""
+    if chunk is not None:
+        small_blocks_and_chunks(monkeypatch, 7, 4, chunk)
+    shape = [6, 7, 8]
+    idx = random_sites(120, shape, 2, seed=5)
+    rb = build_rulebook(idx.numpy(), shape, ks, st, pd, [1, 1, 1], subm)
+    g = torch.Generator().manual_seed(4)
+    for cin, cout in ((3, 5), (5, 12), (12, 4)):
+        f = torch.randn(len(idx), cin, dtype=torch.float64, generator=g)
+        w = torch.randn(cout, *ks, cin, dtype=torch.float64, generator=g)
+        b = torch.randn(cout, dtype=torch.float64, generator=g)
+        gout = torch.randn(rb.n_out, cout, dtype=torch.float64, generator=g)
+        res = {}
+        for name, narrow, algo in (("rows", 0, "pairs"), ("columns", 10 ** 6, "pairs"),
+                                   ("im2col", 0, "im2col")):
+            monkeypatch.setattr(F, "_NARROW", narrow)
+            fi, wi, bi = (t.clone().requires_grad_(True) for t in (f, w, b))
+            out = sparse_conv_apply(fi, wi, bi, rb, algorithm=algo)
+            res[name] = (out.detach(),) + torch.autograd.grad((out * gout).sum(), (fi, wi, bi))
+        for other in ("columns", "im2col"):
+            for a, c in zip(res["rows"], res[other]):
+                torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
 def test_pairs_gradcheck_with_small_blocks(monkeypatch):
     small_blocks_and_chunks(monkeypatch, 5, 3, 2)
     shape = [5, 6, 7]
