@@ -500,8 +500,9 @@ def test_empty_offsets_and_empty_blocks_match_spconv(kind, sites, kw, small_bloc
                                            (False, [3, 1, 1], [2, 1, 1], [0, 0, 0])])
 def test_pairs_row_and_column_buffers_agree(subm, ks, st, pd, chunk, monkeypatch):
     """The "pairs" kernels with the gathered rows stored as rows (wide layers) and as columns
-    (narrow ones, ``_NARROW``), forced both ways on the same layers, in float64 against
-    "im2col": features and the three gradients; narrow and wide channel counts."""
+    (narrow ones: ``_NARROW`` backward, ``_NARROW_FORWARD``), forced both ways on the same
+    layers, in float64 against "im2col": features and the three gradients; narrow and wide
+    channel counts."""
     if chunk is not None:
         small_blocks_and_chunks(monkeypatch, 7, 4, chunk)
     shape = [6, 7, 8]
@@ -517,6 +518,7 @@ def test_pairs_row_and_column_buffers_agree(subm, ks, st, pd, chunk, monkeypatch
         for name, narrow, algo in (("rows", 0, "pairs"), ("columns", 10 ** 6, "pairs"),
                                    ("im2col", 0, "im2col")):
             monkeypatch.setattr(F, "_NARROW", narrow)
+            monkeypatch.setattr(F, "_NARROW_FORWARD", narrow)
             fi, wi, bi = (t.clone().requires_grad_(True) for t in (f, w, b))
             out = sparse_conv_apply(fi, wi, bi, rb, algorithm=algo)
             res[name] = (out.detach(),) + torch.autograd.grad((out * gout).sum(), (fi, wi, bi))
