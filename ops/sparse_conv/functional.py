@@ -8,9 +8,11 @@ inputs backward) are cut into about ``_TARGET_BLOCKS`` blocks of consecutive row
 and cached). Per block: the centre offset of a submanifold conv (every site reads itself) is a
 dense GEMM on the block's own rows, written straight into the block's output rows; then the
 block's pairs of all other offsets (ordered by offset) are gathered into a buffer, in chunks of
-at most ``_PAIR_BYTES`` per buffer, one ``torch.mm`` per offset multiplies its slice by that
-offset's ``(C_in, C_out)`` weight, and a Numba loop adds the products into the block's output
-rows in pair order (offset by offset). Backward runs over the transposed lists: per block of
+at most ``_PAIR_BYTES`` per buffer, one GEMM per offset multiplies its slice by that
+offset's ``(C_in, C_out)`` weight, and the products are added into the block's output
+rows in pair order (offset by offset). A block is one nogil Numba call that calls MKL's GEMM
+itself (``_gemm2``); in the backward of layers of at most ``_NARROW`` channels the buffers hold
+the rows as columns (MKL is much faster on the transposed narrow products). Backward runs over the transposed lists: per block of
 input rows it gathers the output gradients its pairs read, multiplies them by the transposed
 weights into the feature gradient (same scatter-add), and, with the same gathered rows and the
 gathered inputs, the weight gradient of each offset (``x[rows]^T @ grad_out[pairs]``, added

@@ -1,5 +1,6 @@
 """Rulebooks of 3D sparse convolutions, built with Numba over the sorted keys of the active
-sites (neighbours found by forward-only cursors; a hash collects a regular conv's outputs).
+sites: through a dense grid of cells when the grid is small (``_use_grid``), else by
+forward-only cursors over the sorted keys (and a hash collecting a regular conv's outputs).
 
 A rulebook here is a dense neighbour table ``nbr`` of shape ``(N_out, K)``, ``K`` the number of
 kernel offsets (``kz * ky * kx``, flattened in that order, as spconv's KRSC weight is):
