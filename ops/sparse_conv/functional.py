@@ -12,7 +12,8 @@ at most ``_PAIR_BYTES`` per buffer, one GEMM per offset multiplies its slice by 
 offset's ``(C_in, C_out)`` weight, and the products are added into the block's output
 rows in pair order (offset by offset). A block is one nogil Numba call that calls MKL's GEMM
 itself (``_gemm2``); in the backward of layers of at most ``_NARROW`` channels the buffers hold
-the rows as columns (MKL is much faster on the transposed narrow products). Backward runs over the transposed lists: per block of
+the rows as columns (MKL is much faster on the transposed narrow products).
+Backward runs over the transposed lists: per block of
 input rows it gathers the output gradients its pairs read, multiplies them by the transposed
 weights into the feature gradient (same scatter-add), and, with the same gathered rows and the
 gathered inputs, the weight gradient of each offset (``x[rows]^T @ grad_out[pairs]``, added
