@@ -139,10 +139,19 @@ def test_matches_numpy_reference(kind, kw):
     (False, dict(ksize=[3, 3, 3], stride=[2, 2, 2], padding=[0, 1, 1])),
     (False, dict(ksize=[2, 3, 1], stride=[2, 1, 3], padding=[0, 1, 0])),
 ])
-def test_rulebook_matches_reference(subm, kw):
+@pytest.mark.parametrize("path", ["grid", "search"])
+def test_rulebook_matches_reference(subm, kw, path, monkeypatch):
+    """Both ways of building the tables: the dense grid (the default on grids this small) and
+    the searches over the sorted keys (taken when the grid would be too big)."""
+    import ops.sparse_conv.rulebook as R
+    if path == "search":
+        monkeypatch.setattr(R, "_GRID_CELLS", 0)
     shape = [6, 9, 7]
     idx = random_sites(150, shape, 3, seed=3, empty_items=(1,)).numpy()
     rb = build_rulebook(idx, shape, dilation=[1, 1, 1], subm=subm, **kw)
+    if path == "grid":
+        assert rb.subm or rb._inv is not None          # the grid built the transpose too
+        assert (R._grid_memory == -1).all()            # and left the shared grid clean
     ref_idx, ref_shape, pairs = reference_rulebook(idx, shape, kw["ksize"], kw["stride"],
                                                    kw["padding"], [1, 1, 1], subm)
     assert rb.out_spatial_shape == ref_shape
@@ -151,6 +160,28 @@ def test_rulebook_matches_reference(subm, kw):
     assert got == set(pairs)
     inv = {(i, int(rb.inv[i, k]), k) for i, k in zip(*np.nonzero(rb.inv < rb.n_out))}
     assert inv == set(pairs)
+
+
+@pytest.mark.parametrize("subm,kw", [
+    (True, dict(ksize=[3, 3, 3], stride=[1, 1, 1], padding=[1, 1, 1], dilation=[1, 2, 1])),
+    (True, dict(ksize=[5, 3, 3], stride=[1, 1, 1], padding=[0, 0, 0], dilation=[1, 1, 1])),
+    (False, dict(ksize=[3, 3, 3], stride=[2, 2, 2], padding=[1, 1, 1], dilation=[1, 1, 2])),
+    (False, dict(ksize=[3, 1, 1], stride=[2, 1, 1], padding=[0, 0, 0], dilation=[1, 1, 1])),
+    (False, dict(ksize=[3, 3, 3], stride=[1, 1, 1], padding=[2, 0, 1], dilation=[1, 1, 1])),
+])
+def test_rulebook_grid_and_search_give_the_same_tables(subm, kw, monkeypatch):
+    import ops.sparse_conv.rulebook as R
+    shape = [10, 13, 11]
+    for seed, n in [(0, 900), (1, 40), (2, 1)]:
+        idx = random_sites(n, shape, 2, seed=seed).numpy()
+        grid = build_rulebook(idx, shape, subm=subm, **kw)
+        with monkeypatch.context() as m:
+            m.setattr(R, "_GRID_CELLS", 0)
+            search = build_rulebook(idx, shape, subm=subm, **kw)
+        assert np.array_equal(grid.out_indices, search.out_indices)
+        assert np.array_equal(grid.nbr, search.nbr)
+        assert np.array_equal(grid.inv, search.inv)
+        assert (R._grid_memory == -1).all()
 
 
 def test_rulebook_rejects_bad_sites():
@@ -461,6 +492,39 @@ def test_empty_offsets_and_empty_blocks_match_spconv(kind, sites, kw, small_bloc
         res[algo] = (out.detach(),) + grads
     for a, b in zip(res["pairs"], res["im2col"]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("subm,ks,st,pd", [(True, [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+                                           (False, [3, 3, 3], [2, 2, 2], [1, 1, 1]),
+                                           (False, [3, 1, 1], [2, 1, 1], [0, 0, 0])])
+def test_pairs_row_and_column_buffers_agree(subm, ks, st, pd, chunk, monkeypatch):
+    """The "pairs" kernels with the gathered rows stored as rows (wide layers) and as columns
+    (narrow ones: ``_NARROW`` backward, ``_NARROW_FORWARD``), forced both ways on the same
+    layers, in float64 against "im2col": features and the three gradients; narrow and wide
+    channel counts."""
+    if chunk is not None:
+        small_blocks_and_chunks(monkeypatch, 7, 4, chunk)
+    shape = [6, 7, 8]
+    idx = random_sites(120, shape, 2, seed=5)
+    rb = build_rulebook(idx.numpy(), shape, ks, st, pd, [1, 1, 1], subm)
+    g = torch.Generator().manual_seed(4)
+    for cin, cout in ((3, 5), (5, 12), (12, 4)):
+        f = torch.randn(len(idx), cin, dtype=torch.float64, generator=g)
+        w = torch.randn(cout, *ks, cin, dtype=torch.float64, generator=g)
+        b = torch.randn(cout, dtype=torch.float64, generator=g)
+        gout = torch.randn(rb.n_out, cout, dtype=torch.float64, generator=g)
+        res = {}
+        for name, narrow, algo in (("rows", 0, "pairs"), ("columns", 10 ** 6, "pairs"),
+                                   ("im2col", 0, "im2col")):
+            monkeypatch.setattr(F, "_NARROW", narrow)
+            monkeypatch.setattr(F, "_NARROW_FORWARD", narrow)
+            fi, wi, bi = (t.clone().requires_grad_(True) for t in (f, w, b))
+            out = sparse_conv_apply(fi, wi, bi, rb, algorithm=algo)
+            res[name] = (out.detach(),) + torch.autograd.grad((out * gout).sum(), (fi, wi, bi))
+        for other in ("columns", "im2col"):
+            for a, c in zip(res["rows"], res[other]):
+                torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
 
 
 def test_pairs_gradcheck_with_small_blocks(monkeypatch):

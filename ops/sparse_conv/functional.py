@@ -8,9 +8,12 @@ inputs backward) are cut into about ``_TARGET_BLOCKS`` blocks of consecutive row
 and cached). Per block: the centre offset of a submanifold conv (every site reads itself) is a
 dense GEMM on the block's own rows, written straight into the block's output rows; then the
 block's pairs of all other offsets (ordered by offset) are gathered into a buffer, in chunks of
-at most ``_PAIR_BYTES`` per buffer, one ``torch.mm`` per offset multiplies its slice by that
-offset's ``(C_in, C_out)`` weight, and a Numba loop adds the products into the block's output
-rows in pair order (offset by offset). Backward runs over the transposed lists: per block of
+at most ``_PAIR_BYTES`` per buffer, one GEMM per offset multiplies its slice by that
+offset's ``(C_in, C_out)`` weight, and the products are added into the block's output
+rows in pair order (offset by offset). A block is one nogil Numba call that calls MKL's GEMM
+itself (``_gemm2``); in the backward of layers of at most ``_NARROW`` channels the buffers hold
+the rows as columns (MKL is much faster on the transposed narrow products).
+Backward runs over the transposed lists: per block of
 input rows it gathers the output gradients its pairs read, multiplies them by the transposed
 weights into the feature gradient (same scatter-add), and, with the same gathered rows and the
 gathered inputs, the weight gradient of each offset (``x[rows]^T @ grad_out[pairs]``, added
@@ -39,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, types
 
 from ops.sparse_conv.rulebook import Rulebook
 
@@ -52,6 +55,13 @@ _BLOCK_BYTES = 2 << 20        # gather buffer per block (2 MiB: stays in the L2/
 _MIN_ROWS = 256
 _PAIR_BYTES = 1 << 20         # "pairs": each per-thread buffer (gathered rows, products)
 _MIN_CHUNK = 256              # "pairs": fewest pairs per chunk
+_NARROW = 8                   # "pairs" backward: with C_in and C_out this narrow the products
+                              # are computed transposed (rows as columns): MKL is 2.5-4x faster
+                              # so on (rows x 8) @ (8 x 8) products
+_NARROW_FORWARD = 0           # the same for the forward (C_out <= this). Off: with it on, the
+                              # tiny detector's third training loss moved 2.8e-3 from spconv's
+                              # (the slow test allows 1e-4), although every layer matched in
+                              # float64 and was as accurate in float32 (~1e-7); not understood
 _TARGET_BLOCKS = 8            # "pairs": blocks per layer (fewer on small layers)
 _MIN_BLOCK_PAIRS = 8192
 _MIN_BLOCK_ROWS = 2048
@@ -230,6 +240,176 @@ def _column_sums(g):
     return acc
 
 
+# ---------------------------------------------------------------------------------------------
+# BLAS from Numba: the GEMMs of a whole block run inside one nogil Numba call (no Python-level
+# torch call per (block, offset)). The routines are MKL's sgemm_/dgemm_, the same library torch's
+# CPU matmul uses, loaded from libtorch_cpu (exported Fortran symbols, 32-bit integers), resolved
+# by name so that the compiled functions can be cached. Thread count: MKL's per-thread setting,
+# which ``_run`` sets to 1 (torch.set_num_threads) in every thread that runs a block.
+
+def _load_blas():
+    import llvmlite.binding as llvm
+    llvm.load_library_permanently(os.path.join(os.path.dirname(torch.__file__), "lib",
+                                               "libtorch_cpu.so"))
+
+
+_load_blas()
+_vp = types.voidptr
+_sgemm = types.ExternalFunction("sgemm_", types.void(*([_vp] * 13)))
+_dgemm = types.ExternalFunction("dgemm_", types.void(*([_vp] * 13)))
+_N, _T = np.uint8(ord("N")), np.uint8(ord("T"))
+
+
+@njit(cache=True, nogil=True)
+def _gemm2(a, trans_a, b, trans_b, c, beta):
+    """Row-major ``c = op(a) @ op(b) + beta * c`` (op: transposed when ``trans_*``). Each a 2D
+    view with unit stride along its rows (any row stride: blocks of columns of a buffer too),
+    same dtype (float32 or float64)."""
+    if trans_a:
+        k, m = a.shape
+    else:
+        m, k = a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    if m == 0 or n == 0:
+        return
+    isz = a.itemsize
+    # Column-major view: c^T (n x m) = op(b)^T (n x k) @ op(a)^T (k x m), the flags unchanged.
+    dims = np.empty(6, np.int32)
+    dims[0] = n
+    dims[1] = m
+    dims[2] = k
+    dims[3] = max(1, b.strides[0] // isz if b.shape[0] > 1 else b.shape[1])
+    dims[4] = max(1, a.strides[0] // isz if a.shape[0] > 1 else a.shape[1])
+    dims[5] = max(1, c.strides[0] // isz if c.shape[0] > 1 else c.shape[1])
+    ch = np.empty(2, np.uint8)
+    ch[0] = _T if trans_b else _N
+    ch[1] = _T if trans_a else _N
+    sc = np.empty(2, a.dtype)
+    sc[0] = 1
+    sc[1] = beta
+    if isz == 4:
+        _sgemm(ch[0:].ctypes, ch[1:].ctypes, dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes,
+               sc[0:].ctypes, b.ctypes, dims[3:].ctypes, a.ctypes, dims[4:].ctypes,
+               sc[1:].ctypes, c.ctypes, dims[5:].ctypes)
+    else:
+        _dgemm(ch[0:].ctypes, ch[1:].ctypes, dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes,
+               sc[0:].ctypes, b.ctypes, dims[3:].ctypes, a.ctypes, dims[4:].ctypes,
+               sc[1:].ctypes, c.ctypes, dims[5:].ctypes)
+
+
+@njit(cache=True, nogil=True)
+def _gemm(a, b, c, trans_a, beta):
+    """Row-major ``c = op(a) @ b + beta * c`` (see ``_gemm2``)."""
+    _gemm2(a, trans_a, b, False, c, beta)
+
+
+@njit(cache=True, nogil=True)
+def _gather_rows_t(x, idx, p0, p1, buf):
+    """Transposed gather: buf[:, p - p0] = x[idx[p]] for p in [p0, p1)."""
+    c = x.shape[1]
+    for p in range(p0, p1):
+        i = idx[p]
+        q = p - p0
+        for j in range(c):
+            buf[j, q] = x[i, j]
+
+
+@njit(cache=True, nogil=True)
+def _scatter_add_rows_t(out, idx, p0, p1, buf):
+    """out[idx[p]] += buf[:, p - p0] for p in [p0, p1), in that order."""
+    c = out.shape[1]
+    for p in range(p0, p1):
+        o = idx[p]
+        q = p - p0
+        for j in range(c):
+            out[o, j] += buf[j, q]
+
+
+@njit(cache=True, nogil=True)
+def _pairs_forward_block(x, w, out, s, e, seg, dst, src, centre, chunk, g, pr, tr):
+    """One block of ``_pairs_forward``: out[s:e] = (centre: x[s:e] @ w[centre], else 0) + the
+    products of the block's pairs (``seg[k]:seg[k + 1]``: offset k), gathered ``chunk`` pairs at
+    a time into ``g``, multiplied per offset into ``pr`` and added into their rows in pair order.
+    ``tr``: ``g`` and ``pr`` hold the rows as columns (``(C, chunk)``: MKL is several times
+    faster on the transposed product when C_out <= 8)."""
+    nk = w.shape[0]
+    if centre >= 0:
+        _gemm(x[s:e], w[centre], out[s:e], False, 0.0)
+    else:
+        out[s:e, :] = 0
+    c0 = seg[0]
+    end = seg[nk]
+    while c0 < end:
+        c1 = min(c0 + chunk, end)
+        if tr:    # g (C_in, chunk), pr (C_out, chunk): pr^T-side products (narrow C_out)
+            _gather_rows_t(x, src, c0, c1, g)
+            for k in range(nk):
+                lo = max(seg[k], c0)
+                hi = min(seg[k + 1], c1)
+                if hi > lo:
+                    _gemm2(w[k], True, g[:, lo - c0:hi - c0], False, pr[:, lo - c0:hi - c0], 0.0)
+            _scatter_add_rows_t(out, dst, c0, c1, pr)
+        else:
+            _gather_rows(x, src, c0, c1, g)
+            for k in range(nk):
+                lo = max(seg[k], c0)
+                hi = min(seg[k + 1], c1)
+                if hi > lo:
+                    _gemm(g[lo - c0:hi - c0], w[k], pr[lo - c0:hi - c0], False, 0.0)
+            _scatter_add_rows(out, dst, c0, c1, pr)
+        c0 = c1
+
+
+@njit(cache=True, nogil=True)
+def _pairs_backward_block(x, gout, wt, gx, part, s, e, seg, dst, src, centre, wk, chunk, gg, xg,
+                          pr, want_x, want_w, tr):
+    """One block of ``_pairs_backward`` (input rows s:e): gx[s:e] (centre: gout[s:e] @
+    wt[centre]; the rows are zero otherwise) plus the block's pairs' gout[src] @ wt[k] added in
+    pair order, and ``part[k]`` (zero on entry) = this block's sum of x[dst]^T gout[src] for
+    offset k, chunk after chunk. ``wk[k]``: the weight offset of list offset k. ``tr``: the
+    buffers hold the rows as columns (as in ``_pairs_forward_block``; for C_in <= 8)."""
+    nk = wt.shape[0]
+    if centre >= 0:
+        if want_x:
+            _gemm(gout[s:e], wt[centre], gx[s:e], False, 0.0)
+        if want_w:
+            _gemm(x[s:e], gout[s:e], part[centre], True, 0.0)
+    c0 = seg[0]
+    end = seg[nk]
+    while c0 < end:
+        c1 = min(c0 + chunk, end)
+        if tr:    # gg (C_out, chunk), xg and pr (C_in, chunk): rows as columns (narrow C_in)
+            _gather_rows_t(gout, src, c0, c1, gg)
+            if want_w:
+                _gather_rows_t(x, dst, c0, c1, xg)
+            for k in range(nk):
+                lo = max(seg[k], c0)
+                hi = min(seg[k + 1], c1)
+                if hi > lo:
+                    ggk = gg[:, lo - c0:hi - c0]
+                    if want_x:
+                        _gemm2(wt[wk[k]], True, ggk, False, pr[:, lo - c0:hi - c0], 0.0)
+                    if want_w:
+                        _gemm2(xg[:, lo - c0:hi - c0], False, ggk, True, part[wk[k]], 1.0)
+            if want_x:
+                _scatter_add_rows_t(gx, dst, c0, c1, pr)
+        else:
+            _gather_rows(gout, src, c0, c1, gg)
+            if want_w:
+                _gather_rows(x, dst, c0, c1, xg)
+            for k in range(nk):
+                lo = max(seg[k], c0)
+                hi = min(seg[k + 1], c1)
+                if hi > lo:
+                    if want_x:
+                        _gemm(gg[lo - c0:hi - c0], wt[wk[k]], pr[lo - c0:hi - c0], False, 0.0)
+                    if want_w:                    # chunks of one offset add up in pair order
+                        _gemm(xg[lo - c0:hi - c0], gg[lo - c0:hi - c0], part[wk[k]], True, 1.0)
+            if want_x:
+                _scatter_add_rows(gx, dst, c0, c1, pr)
+        c0 = c1
+
+
 def _buffers(dtype: np.dtype, shapes) -> list[np.ndarray]:
     """Views of the calling thread's scratch memory, each starting on an ``_ALIGN`` boundary
     (the same alignment in every thread, so MKL takes the same code path for a block whichever
@@ -294,24 +474,17 @@ def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int)
         return out.zero_()
     pb = _block_pairs(rb, False)
     chunk = _chunk_rows(cin, cout, x.element_size())
-    x_np, out_np = x.numpy(), out.numpy()
-    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
-    ws = w.unbind(0)
+    x_np, w_np, out_np = x.numpy(), w.numpy(), out.numpy()
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr, pb.dst, pb.src, pb.centre
     dt = x_np.dtype
 
+    tr = cout <= _NARROW_FORWARD
+    shapes = [(cin, chunk), (cout, chunk)] if tr else [(chunk, cin), (chunk, cout)]
+
     def block(b):
-        s, e = bnd[b], bnd[b + 1]
-        if centre >= 0:                       # site reads itself: rows s:e of x, dense
-            torch.mm(x[s:e], ws[centre], out=out[s:e])
-        else:
-            out[s:e].zero_()
-        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
-            g_np, pr_np = _buffers(dt, [(c1 - c0, cin), (c1 - c0, cout)])
-            _gather_rows(x_np, src, c0, c1, g_np)
-            g, pr = torch.from_numpy(g_np), torch.from_numpy(pr_np)
-            for k, lo, hi in segs:
-                torch.mm(g[lo:hi], ws[k], out=pr[lo:hi])
-            _scatter_add_rows(out_np, dst, c0, c1, pr_np)
+        g_np, pr_np = _buffers(dt, shapes)
+        _pairs_forward_block(x_np, w_np, out_np, bnd[b], bnd[b + 1], ptr[b * nk:(b + 1) * nk + 1],
+                             dst, src, centre, chunk, g_np, pr_np, tr)
 
     _run(block, [(b,) for b in range(pb.n_blocks)], threads)
     return out
@@ -329,48 +502,34 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
         return gx, gw
     pb = _block_pairs(rb, True)
     chunk = _chunk_rows(cin, cout, x.element_size())
-    wt = w.transpose(1, 2).contiguous()                  # (K, C_out, C_in)
+    wt_np = w.transpose(1, 2).contiguous().numpy()          # (K, C_out, C_in)
     x_np, g_np_all = x.numpy(), gout.numpy()
-    gx_np = gx.numpy() if want_x else None
-    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr.tolist(), pb.dst, pb.src, pb.centre
+    gx_np = gx.numpy() if want_x else np.empty((0, cin), x_np.dtype)
+    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr, pb.dst, pb.src, pb.centre
     # weight offset of each list segment (reversed when the lists are the forward table's)
-    wk = [nk - 1 - k for k in range(nk)] if pb.flipped else list(range(nk))
-    wts = wt.unbind(0)
+    wk = np.arange(nk - 1, -1, -1) if pb.flipped else np.arange(nk)
     dt = x_np.dtype
 
+    tr = max(cin, cout) <= _NARROW     # (C_in 8, C_out 16: the weight gradient loses more)
+    if tr:
+        shapes = [(cout, chunk), (cin, chunk) if want_w else (cin, 0),
+                  (cin, chunk) if want_x else (cin, 0)]
+    else:
+        shapes = [(chunk, cout), (chunk, cin) if want_w else (0, cin),
+                  (chunk, cin) if want_x else (0, cin)]
+
     def block(b):
-        s, e = bnd[b], bnd[b + 1]
-        part = x.new_zeros(nk, cin, cout) if want_w else None
-        parts = part.unbind(0) if want_w else None
-        if centre >= 0:                       # input row i is read by output row i
-            if want_x:
-                torch.mm(gout[s:e], wts[centre], out=gx[s:e])
-            if want_w:
-                torch.mm(x[s:e].t(), gout[s:e], out=parts[centre])
-        for c0, c1, segs in _chunks(ptr[b * nk:(b + 1) * nk + 1], chunk):
-            n = c1 - c0
-            gg_np, xg_np, pr_np = _buffers(dt, [(n, cout), (n, cin) if want_w else (0, cin),
-                                                (n, cin) if want_x else (0, cin)])
-            _gather_rows(g_np_all, src, c0, c1, gg_np)
-            gg = torch.from_numpy(gg_np)
-            if want_w:
-                _gather_rows(x_np, dst, c0, c1, xg_np)
-                xg = torch.from_numpy(xg_np)
-            if want_x:
-                pr = torch.from_numpy(pr_np)
-            for k, lo, hi in segs:
-                if want_x:
-                    torch.mm(gg[lo:hi], wts[wk[k]], out=pr[lo:hi])
-                if want_w:                    # chunks of one offset add up in pair order
-                    parts[wk[k]].addmm_(xg[lo:hi].t(), gg[lo:hi])
-            if want_x:
-                _scatter_add_rows(gx_np, dst, c0, c1, pr_np)
+        part = np.zeros((nk, cin, cout) if want_w else (0, cin, cout), dt)
+        gg_np, xg_np, pr_np = _buffers(dt, shapes)
+        _pairs_backward_block(x_np, g_np_all, wt_np, gx_np, part, bnd[b], bnd[b + 1],
+                              ptr[b * nk:(b + 1) * nk + 1], dst, src, centre, wk, chunk, gg_np,
+                              xg_np, pr_np, want_x, want_w, tr)
         return part
 
     parts = _run_iter(block, [(b,) for b in range(pb.n_blocks)], threads)
     for part in parts:                        # block order: independent of the thread count
         if want_w:
-            gw += part
+            gw += torch.from_numpy(part)
     return gx, gw
 
 

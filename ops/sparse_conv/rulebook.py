@@ -1,5 +1,6 @@
 """Rulebooks of 3D sparse convolutions, built with Numba over the sorted keys of the active
-sites (neighbours found by forward-only cursors; a hash collects a regular conv's outputs).
+sites: through a dense grid of cells when the grid is small (``_use_grid``), else by
+forward-only cursors over the sorted keys (and a hash collecting a regular conv's outputs).
 
 A rulebook here is a dense neighbour table ``nbr`` of shape ``(N_out, K)``, ``K`` the number of
 kernel offsets (``kz * ky * kx``, flattened in that order, as spconv's KRSC weight is):
@@ -23,6 +24,7 @@ order-dependent step (collecting unique outputs) runs serially and is followed b
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -146,6 +148,107 @@ def _neighbour_table(okeys, orows, oshape, skeys, srows, shape, ksize, stride, o
                         nbr[row, k] = hit
                         k += 1
     return nbr
+
+
+@njit(cache=True, parallel=True)
+def _grid_subm_table(keys, skeys, srows, shape, ksize, offset, dilation, grid):
+    """Submanifold ``nbr`` through a dense grid of rows (``grid[key]`` = row, -1 elsewhere; all
+    -1 on entry and again on return): one load per (site, offset), no search. Sites in key
+    order (reads stay local); each writes its own row."""
+    n = keys.shape[0]
+    kz, ky, kx = ksize[0], ksize[1], ksize[2]
+    nk = kz * ky * kx
+    for i in range(n):
+        grid[keys[i]] = i
+    nbr = np.empty((n, nk), np.int32)
+    for j in prange(n):
+        b, z, y, x = _unkey(skeys[j], shape)
+        row = srows[j]
+        k = 0
+        for a in range(kz):
+            zi = z + offset[0] + a * dilation[0]
+            for c in range(ky):
+                yi = y + offset[1] + c * dilation[1]
+                base = (b * shape[0] + zi) * shape[1] + yi
+                zy_in = zi >= 0 and yi >= 0 and zi < shape[0] and yi < shape[1]
+                for e in range(kx):
+                    xi = x + offset[2] + e * dilation[2]
+                    hit = n
+                    if zy_in and xi >= 0 and xi < shape[2]:
+                        v = grid[base * shape[2] + xi]
+                        if v >= 0:
+                            hit = v
+                    nbr[row, k] = hit
+                    k += 1
+    for i in range(n):
+        grid[keys[i]] = -1
+    return nbr
+
+
+@njit(cache=True, parallel=True)
+def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, grid, ncells):
+    """A regular conv's output keys (sorted), ``nbr`` and ``inv`` through a dense grid over the
+    output cells (``ncells`` = batch * prod(oshape)): mark every output an active input reaches,
+    number the marked cells in key order (a serial scan: the rows come out sorted), then each
+    input writes its (output, offset) entries of both tables (each entry has one writer).
+    ``grid``: at least ``ncells`` cells, all -1 on entry and again on return."""
+    n = keys.shape[0]
+    kz, ky, kx = ksize[0], ksize[1], ksize[2]
+    nk = kz * ky * kx
+    for i in range(n):
+        b, z, y, x = _unkey(keys[i], shape)
+        for a in range(kz):
+            tz = z + padding[0] - a * dilation[0]
+            if tz < 0 or tz % stride[0] != 0 or tz // stride[0] >= oshape[0]:
+                continue
+            for c in range(ky):
+                ty = y + padding[1] - c * dilation[1]
+                if ty < 0 or ty % stride[1] != 0 or ty // stride[1] >= oshape[1]:
+                    continue
+                base = (b * oshape[0] + tz // stride[0]) * oshape[1] + ty // stride[1]
+                for e in range(kx):
+                    tx = x + padding[2] - e * dilation[2]
+                    if tx < 0 or tx % stride[2] != 0 or tx // stride[2] >= oshape[2]:
+                        continue
+                    grid[base * oshape[2] + tx // stride[2]] = 0
+    m = 0
+    for c in range(ncells):
+        if grid[c] == 0:
+            m += 1
+    okeys = np.empty(m, np.int64)
+    m = 0
+    for c in range(ncells):
+        if grid[c] == 0:
+            grid[c] = m
+            okeys[m] = c
+            m += 1
+    nbr = np.empty((m, nk), np.int32)
+    for o in prange(m):
+        for k in range(nk):
+            nbr[o, k] = n
+    inv = np.empty((n, nk), np.int32)
+    for i in prange(n):
+        b, z, y, x = _unkey(keys[i], shape)
+        for k in range(nk):
+            inv[i, k] = m
+        k = 0
+        for a in range(kz):
+            tz = z + padding[0] - a * dilation[0]
+            zok = tz >= 0 and tz % stride[0] == 0 and tz // stride[0] < oshape[0]
+            for c in range(ky):
+                ty = y + padding[1] - c * dilation[1]
+                yok = zok and ty >= 0 and ty % stride[1] == 0 and ty // stride[1] < oshape[1]
+                base = (b * oshape[0] + tz // stride[0]) * oshape[1] + ty // stride[1]
+                for e in range(kx):
+                    tx = x + padding[2] - e * dilation[2]
+                    if yok and tx >= 0 and tx % stride[2] == 0 and tx // stride[2] < oshape[2]:
+                        o = grid[base * oshape[2] + tx // stride[2]]
+                        nbr[o, k] = i
+                        inv[i, k] = o
+                    k += 1
+    for o in range(m):
+        grid[okeys[o]] = -1
+    return okeys, nbr, inv
 
 
 @njit(cache=True, parallel=True)
@@ -382,6 +485,29 @@ class Rulebook:
         return self._inv
 
 
+_GRID_CELLS = 1 << 24           # dense grids up to 64 MiB of int32 cells ...
+_GRID_CELLS_PER_SITE = 256      # ... and at most this many cells per active site
+
+
+_grid_lock = threading.Lock()
+_grid_memory = np.empty(0, np.int32)   # all -1 between builds (the kernels restore what they set)
+
+
+def _grid(ncells: int) -> np.ndarray:
+    """The shared dense grid (all -1), grown to at least ``ncells`` cells; use under _grid_lock.
+    Kept between builds, so a build pays no fill (nor page faults) for it."""
+    global _grid_memory
+    if _grid_memory.shape[0] < ncells:
+        _grid_memory = np.full(ncells, -1, np.int32)
+    return _grid_memory
+
+
+def _use_grid(ncells: int, n: int) -> bool:
+    """Whether a dense grid over ``ncells`` cells beats searching the sorted keys of ``n``
+    sites (its fill and scan cost ~``ncells``; big sparse grids take the searches)."""
+    return 0 < ncells <= min(_GRID_CELLS, _GRID_CELLS_PER_SITE * max(n, 1))
+
+
 def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Sequence[int],
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                    subm: bool) -> Rulebook:
@@ -415,10 +541,16 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
                   ksize=[int(v) for v in ksize], stride=[int(v) for v in stride],
                   padding=[int(v) for v in padding], dilation=[int(v) for v in dilation])
     nseg = max(1, min(64, n // 2048))   # fixed by the size alone, not by the thread count
+    batch = int(idx[:, 0].max()) + 1 if n else 1
     if subm:
         offset = np.asarray([-(k // 2) * d for k, d in zip(ksize, dilation)], np.int64)
-        nbr = _neighbour_table(skeys, srows, shape, skeys, srows, shape, ks,
-                               np.ones(3, np.int64), offset, dl, nseg)
+        ncells = batch * int(np.prod(shape))
+        if _use_grid(ncells, n):
+            with _grid_lock:
+                nbr = _grid_subm_table(keys, skeys, srows, shape, ks, offset, dl, _grid(ncells))
+        else:
+            nbr = _neighbour_table(skeys, srows, shape, skeys, srows, shape, ks,
+                                   np.ones(3, np.int64), offset, dl, nseg)
         return Rulebook(nbr=nbr, n_in=n, out_indices=idx,
                         out_spatial_shape=list(common["spatial_shape"]), **common)
     oshape = conv_output_shape(spatial_shape, ksize, stride, padding, dilation)
@@ -426,6 +558,13 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
         raise ValueError(f"sparse conv: spatial shape {list(spatial_shape)} is too small for "
                          f"kernel {list(ksize)}, stride {list(stride)}, padding {list(padding)}")
     oshape_a = np.asarray(oshape, np.int64)
+    ncells = batch * int(np.prod(oshape))
+    if _use_grid(ncells, n):
+        with _grid_lock:
+            okeys, nbr, inv = _grid_conv_tables(keys, shape, oshape_a, ks, st, pd, dl,
+                                                _grid(ncells), ncells)
+        return Rulebook(nbr=nbr, n_in=n, out_indices=_decode(okeys, oshape_a),
+                        out_spatial_shape=oshape, _inv=inv, **common)
     max_per = 1
     for k, st_, d in zip(ksize, stride, dilation):
         max_per *= k if d != 1 else min(k, -(-k // st_))
