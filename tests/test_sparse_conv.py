@@ -5,6 +5,7 @@ indice_key reuse; empty inputs; and the whole detector trained with each impleme
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numba
 import numpy as np
@@ -567,3 +568,23 @@ def test_algorithm_choice():
                                sparse_conv_apply(f, w, None, rb, algorithm="im2col"))
     with pytest.raises(ValueError, match="algorithm must be one of"):
         sparse_conv_apply(f, w, None, rb, algorithm="dense")
+
+
+def test_pairs_needs_torchs_blas_and_falls_back_to_im2col(monkeypatch):
+    """On this Linux x86 torch the direct MKL GEMM loads (so the suite runs the fast path); where
+    a torch build exports none, "pairs" runs as "im2col" with one warning naming why."""
+    assert F.BLAS_UNAVAILABLE is None
+    shape = [5, 6, 7]
+    idx = random_sites(40, shape, 1, seed=4)
+    rb = build_rulebook(idx.numpy(), shape, [3] * 3, [1] * 3, [1] * 3, [1] * 3, True)
+    f, w = torch.randn(len(idx), 3, dtype=torch.float64), torch.randn(4, 3, 3, 3, 3,
+                                                                     dtype=torch.float64)
+    want = sparse_conv_apply(f, w, None, rb, algorithm="im2col")
+    monkeypatch.setattr(F, "BLAS_UNAVAILABLE", "no sgemm_ in this build")
+    monkeypatch.setattr(F, "_warned_fallback", False)
+    with pytest.warns(RuntimeWarning, match="no sgemm_ in this build"):
+        got = sparse_conv_apply(f, w, None, rb, algorithm="pairs")
+    assert torch.equal(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # warned once, not at every layer
+        assert torch.equal(sparse_conv_apply(f, w, None, rb), want)

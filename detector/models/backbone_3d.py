@@ -13,8 +13,9 @@ Convolution implementation (``conv_impl``): ``"ops"`` uses ``ops.sparse_conv`` (
 CPU kernels: parallel over all cores and deterministic), ``"spconv"`` spconv 2.x (imported only
 through ``ops.spconv_utils``, whose CPU shim makes backward work without CUDA and pins its CPU
 kernels to one thread), ``"auto"`` (default) spconv. ``"auto"`` stays on spconv on the CPU until
-``ops`` is clearly faster there for a whole training step (docs/benchmarks/sparse_conv.md: its
-real-pairs kernels do about as much CPU work as spconv's and the demo's step measured 0.97x).
+``ops`` is clearly faster there for a whole training step (docs/benchmarks/sparse_conv.md, round
+3: the demo backbone now takes ~1.4-1.6x less CPU time than spconv's, but the whole training
+step measured only 1.04x in CPU time and 1.26x in wall time on the loaded 2-core machine).
 Both have the same modules, parameter names and weight layout, so checkpoints load into either.
 """
 from __future__ import annotations

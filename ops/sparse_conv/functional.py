@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,10 +48,11 @@ from numba import njit, types
 
 from ops.sparse_conv.rulebook import Rulebook
 
-__all__ = ["sparse_conv_apply", "gather_mm", "ALGORITHMS"]
+__all__ = ["sparse_conv_apply", "gather_mm", "ALGORITHMS", "BLAS_UNAVAILABLE"]
 
 ALGORITHMS = ("pairs", "im2col")
 ALGORITHM = os.environ.get("OPS_SPARSE_CONV_ALGORITHM", "pairs")   # the default of sparse_conv_apply
+_warned_fallback = False
 
 _BLOCK_BYTES = 2 << 20        # gather buffer per block (2 MiB: stays in the L2/L3 caches)
 _MIN_ROWS = 256
@@ -247,13 +250,27 @@ def _column_sums(g):
 # by name so that the compiled functions can be cached. Thread count: MKL's per-thread setting,
 # which ``_run`` sets to 1 (torch.set_num_threads) in every thread that runs a block.
 
-def _load_blas():
-    import llvmlite.binding as llvm
-    llvm.load_library_permanently(os.path.join(os.path.dirname(torch.__file__), "lib",
-                                               "libtorch_cpu.so"))
+def _load_blas() -> str | None:
+    """Make MKL's ``sgemm_`` / ``dgemm_`` (the copies libtorch_cpu exports) resolvable from Numba
+    code. Returns None when they are, else why not: a torch build without them (another BLAS,
+    another platform's library name) then runs the "im2col" algorithm, whose GEMMs are torch's."""
+    try:
+        import llvmlite.binding as llvm
+        libs = sorted(Path(torch.__file__).parent.joinpath("lib").glob("libtorch_cpu.*"))
+        if not libs:
+            return f"no libtorch_cpu library in {Path(torch.__file__).parent / 'lib'}"
+        for lib in libs:
+            llvm.load_library_permanently(str(lib))
+        missing = [f for f in ("sgemm_", "dgemm_") if not llvm.address_of_symbol(f)]
+        if missing:
+            return f"{libs[0].name} does not export {', '.join(missing)}"
+    except Exception as e:  # noqa: BLE001 - any loader failure means: no direct BLAS
+        return f"loading torch's BLAS failed: {type(e).__name__}: {e}"
+    return None
 
 
-_load_blas()
+# Why the "pairs" algorithm cannot run here, or None (it can).
+BLAS_UNAVAILABLE = _load_blas()
 _vp = types.voidptr
 _sgemm = types.ExternalFunction("sgemm_", types.void(*([_vp] * 13)))
 _dgemm = types.ExternalFunction("dgemm_", types.void(*([_vp] * 13)))
@@ -618,7 +635,7 @@ def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.
     (C_out, kz, ky, kx, C_in) over ``rulebook``; differentiable in features, weight and bias.
     ``threads``: default torch's intra-op thread count; ``algorithm``: ``"pairs"`` or
     ``"im2col"`` (default ``ALGORITHM``: the environment's ``OPS_SPARSE_CONV_ALGORITHM`` or
-    ``"pairs"``)."""
+    ``"pairs"``; "im2col", with a warning, where torch exports no GEMM ``BLAS_UNAVAILABLE``)."""
     if features.shape[0] != rulebook.n_in:
         raise ValueError(f"sparse conv: {features.shape[0]} feature rows for a rulebook of "
                          f"{rulebook.n_in} input sites")
@@ -629,6 +646,14 @@ def sparse_conv_apply(features: torch.Tensor, weight: torch.Tensor, bias: torch.
         raise ValueError("ops.sparse_conv runs on the CPU; use spconv on CUDA")
     threads = torch.get_num_threads() if threads is None else int(threads)
     algorithm = ALGORITHM if algorithm is None else algorithm
+    if algorithm == "pairs" and BLAS_UNAVAILABLE is not None:
+        global _warned_fallback
+        if not _warned_fallback:
+            warnings.warn(f"ops.sparse_conv: the 'pairs' algorithm needs MKL's GEMM from torch "
+                          f"({BLAS_UNAVAILABLE}); running 'im2col' instead (same results, slower)",
+                          RuntimeWarning, stacklevel=2)
+            _warned_fallback = True
+        algorithm = "im2col"
     if algorithm == "pairs":
         return _PairConvFunction.apply(features, weight, bias, rulebook, threads)
     if algorithm != "im2col":
