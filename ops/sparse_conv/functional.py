@@ -212,7 +212,8 @@ def _weight_grad(x: torch.Tensor, table: torch.Tensor, gout: torch.Tensor, threa
 
 @njit(cache=True, nogil=True)
 def _gather_rows(x, idx, p0, p1, buf):
-    """buf[p - p0] = x[idx[p]] for p in [p0, p1)."""
+    """buf[p - p0] = x[idx[p]] for p in [p0, p1). Given ``buf.T`` of a ``(C, chunk)`` buffer it
+    stores the rows as columns (the transposed narrow products)."""
     c = x.shape[1]
     for p in range(p0, p1):
         i = idx[p]
@@ -223,7 +224,8 @@ def _gather_rows(x, idx, p0, p1, buf):
 
 @njit(cache=True, nogil=True)
 def _scatter_add_rows(out, idx, p0, p1, buf):
-    """out[idx[p]] += buf[p - p0] for p in [p0, p1), in that order."""
+    """out[idx[p]] += buf[p - p0] for p in [p0, p1), in that order (``buf.T``: see
+    ``_gather_rows``)."""
     c = out.shape[1]
     for p in range(p0, p1):
         o = idx[p]
@@ -321,28 +323,6 @@ def _gemm(a, b, c, trans_a, beta):
 
 
 @njit(cache=True, nogil=True)
-def _gather_rows_t(x, idx, p0, p1, buf):
-    """Transposed gather: buf[:, p - p0] = x[idx[p]] for p in [p0, p1)."""
-    c = x.shape[1]
-    for p in range(p0, p1):
-        i = idx[p]
-        q = p - p0
-        for j in range(c):
-            buf[j, q] = x[i, j]
-
-
-@njit(cache=True, nogil=True)
-def _scatter_add_rows_t(out, idx, p0, p1, buf):
-    """out[idx[p]] += buf[:, p - p0] for p in [p0, p1), in that order."""
-    c = out.shape[1]
-    for p in range(p0, p1):
-        o = idx[p]
-        q = p - p0
-        for j in range(c):
-            out[o, j] += buf[j, q]
-
-
-@njit(cache=True, nogil=True)
 def _pairs_forward_block(x, w, out, s, e, seg, dst, src, centre, chunk, g, pr, tr):
     """One block of ``_pairs_forward``: out[s:e] = (centre: x[s:e] @ w[centre], else 0) + the
     products of the block's pairs (``seg[k]:seg[k + 1]``: offset k), gathered ``chunk`` pairs at
@@ -359,13 +339,13 @@ def _pairs_forward_block(x, w, out, s, e, seg, dst, src, centre, chunk, g, pr, t
     while c0 < end:
         c1 = min(c0 + chunk, end)
         if tr:    # g (C_in, chunk), pr (C_out, chunk): pr^T-side products (narrow C_out)
-            _gather_rows_t(x, src, c0, c1, g)
+            _gather_rows(x, src, c0, c1, g.T)
             for k in range(nk):
                 lo = max(seg[k], c0)
                 hi = min(seg[k + 1], c1)
                 if hi > lo:
                     _gemm2(w[k], True, g[:, lo - c0:hi - c0], False, pr[:, lo - c0:hi - c0], 0.0)
-            _scatter_add_rows_t(out, dst, c0, c1, pr)
+            _scatter_add_rows(out, dst, c0, c1, pr.T)
         else:
             _gather_rows(x, src, c0, c1, g)
             for k in range(nk):
@@ -396,9 +376,9 @@ def _pairs_backward_block(x, gout, wt, gx, part, s, e, seg, dst, src, centre, wk
     while c0 < end:
         c1 = min(c0 + chunk, end)
         if tr:    # gg (C_out, chunk), xg and pr (C_in, chunk): rows as columns (narrow C_in)
-            _gather_rows_t(gout, src, c0, c1, gg)
+            _gather_rows(gout, src, c0, c1, gg.T)
             if want_w:
-                _gather_rows_t(x, dst, c0, c1, xg)
+                _gather_rows(x, dst, c0, c1, xg.T)
             for k in range(nk):
                 lo = max(seg[k], c0)
                 hi = min(seg[k + 1], c1)
@@ -409,7 +389,7 @@ def _pairs_backward_block(x, gout, wt, gx, part, s, e, seg, dst, src, centre, wk
                     if want_w:
                         _gemm2(xg[:, lo - c0:hi - c0], False, ggk, True, part[wk[k]], 1.0)
             if want_x:
-                _scatter_add_rows_t(gx, dst, c0, c1, pr)
+                _scatter_add_rows(gx, dst, c0, c1, pr.T)
         else:
             _gather_rows(gout, src, c0, c1, gg)
             if want_w:
@@ -453,32 +433,6 @@ def _chunk_rows(cin: int, cout: int, itemsize: int) -> int:
 
 def _block_pairs(rb: Rulebook, transposed: bool):
     return rb.pairs(transposed, _MIN_BLOCK_PAIRS, _MIN_BLOCK_ROWS, _TARGET_BLOCKS)
-
-
-def _chunks(seg: list, chunk: int):
-    """Cut a block's pairs ``seg[0]:seg[-1]`` (offset k: ``seg[k]:seg[k + 1]``) into chunks of
-    at most ``chunk`` pairs: (c0, c1, [(k, a, z), ...]) with the offsets' slices relative to c0."""
-    nk = len(seg) - 1
-    c0, end = seg[0], seg[-1]
-    if end - c0 <= chunk:                     # the usual case: the whole block at once
-        if end > c0:
-            yield c0, end, [(k, seg[k] - c0, seg[k + 1] - c0) for k in range(nk)
-                            if seg[k + 1] > seg[k]]
-        return
-    k = 0
-    while c0 < end:
-        c1 = min(c0 + chunk, end)
-        segs = []
-        while k < nk and seg[k + 1] <= c0:
-            k += 1
-        j = k
-        while j < nk and seg[j] < c1:
-            lo, hi = max(seg[j], c0), min(seg[j + 1], c1)
-            if hi > lo:
-                segs.append((j, lo - c0, hi - c0))
-            j += 1
-        yield c0, c1, segs
-        c0 = c1
 
 
 def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int) -> torch.Tensor:
