@@ -51,7 +51,7 @@ def demo_settings(classes: int = 1) -> DemoSettings:
         return DemoSettings()
     if classes == 3:
         return DemoSettings(work_dir=REPO / "work_dirs" / "demo_3class", config=DEMO_CONFIG_3CLASS,
-                            data_dir=REPO / "work_dirs" / "demo" / "data")
+                            data_dir=DemoSettings().work_dir / "data")
     raise ValueError(f"demo: classes must be 1 (VEHICLE) or 3 (VEHICLE, PEDESTRIAN, CYCLIST), "
                      f"got {classes!r}")
 
