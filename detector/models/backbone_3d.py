@@ -10,12 +10,11 @@ further; the result is densified and its z slices are stacked into channels:
 identity add, ReLU), as in CenterPoint's residual variant.
 
 Convolution implementation (``conv_impl``): ``"ops"`` uses ``ops.sparse_conv`` (this project's
-CPU kernels: parallel over all cores and deterministic), ``"spconv"`` spconv 2.x (imported only
-through ``ops.spconv_utils``, whose CPU shim makes backward work without CUDA and pins its CPU
-kernels to one thread), ``"auto"`` (default) spconv. ``"auto"`` stays on spconv on the CPU until
-``ops`` is clearly faster there for a whole training step (docs/benchmarks/sparse_conv.md, round
-3: the demo backbone now takes ~1.4-1.6x less CPU time than spconv's, but the whole training
-step measured only 1.04x in CPU time and 1.26x in wall time on the loaded 2-core machine).
+CPU kernels: parallel over all cores and deterministic; on CUDA tensors its modules run spconv's
+own kernels), ``"spconv"`` spconv 2.x (imported only through ``ops.spconv_utils``, whose CPU shim
+makes backward work without CUDA and pins its CPU kernels to one thread), ``"auto"`` (default)
+``"ops"``: on the idle 2-core machine a demo training step is 1.36x faster in wall time with it
+than with spconv, its backbone pass 1.70x (docs/benchmarks/sparse_conv.md, round 4).
 Both have the same modules, parameter names and weight layout, so checkpoints load into either.
 """
 from __future__ import annotations
@@ -34,12 +33,12 @@ CONV_IMPLS = ("auto", "ops", "spconv")
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
-    """``"auto"`` -> ``"spconv"`` (see the module docstring for why not ``"ops"`` on the CPU)."""
+    """``"auto"`` -> ``"ops"`` (its modules run spconv's kernels on CUDA tensors, ours on the CPU)."""
     if conv_impl not in CONV_IMPLS:
         raise ValueError(f"SparseEncoder: conv_impl must be one of {list(CONV_IMPLS)}, got "
                          f"{conv_impl!r}")
     if conv_impl == "auto":
-        return "spconv"
+        return "ops"
     return conv_impl
 
 
@@ -97,7 +96,7 @@ class SparseEncoder(nn.Module):
             (3, 1, 1) with z stride 2 - or, when fewer than 3 z slices are left, one kernel
             covering them all.
         residual: use residual blocks instead of single SubM convs (default False).
-        conv_impl: ``"auto"`` (default, spconv), ``"ops"`` (``ops.sparse_conv``: its own kernels on
+        conv_impl: ``"auto"`` (default, ``"ops"``), ``"ops"`` (``ops.sparse_conv``: its own kernels on
             CPU tensors, spconv's on CUDA) or
             ``"spconv"``. The parameters are the same either way.
     """

@@ -3,7 +3,7 @@
 They subclass spconv's classes of the same names, so constructor, attributes, parameter names,
 initialisation (the same random draws from the same seed), the KRSC weight
 ``(C_out, kz, ky, kx, C_in)``, state-dict hooks and ``SparseSequential`` membership are spconv's
-own; only ``forward`` differs. On a CUDA tensor ``forward`` is spconv's.
+own; only ``forward`` differs. On a tensor off the CPU (CUDA, meta) ``forward`` is spconv's.
 
 ``indice_key``: a layer with a key stores its rulebook in the tensor's ``indice_dict`` under that
 key; a later submanifold layer with the same key reuses it (after the same checks spconv makes).
@@ -31,7 +31,7 @@ class _CpuForward:
     """forward() of our sparse convs (mixed into spconv's classes)."""
 
     def forward(self, input, add_input=None):
-        if input.features.is_cuda:
+        if input.features.device.type != "cpu":  # CUDA (and the meta device): spconv's own
             return super().forward(input, add_input)
         if add_input is not None:
             raise NotImplementedError(f"{type(self).__name__}: add_input (fused residual) is only "
