@@ -7,7 +7,9 @@
   (1.0..5.0) and nlz (1.0 inside a no-label zone, else 0.0);
 - ``MODEL_POINT_FEATURES``: the (N, 5) features the model consumes, made by :func:`model_points`
   (tanh squashes the raw intensity, whose range is unbounded);
-- :func:`frame_id`: the single frame-id scheme (converted data, metric, Objects files).
+- :func:`frame_id`: the single frame-id scheme (converted data, metric, Objects files);
+- :func:`angle_to_axes`: how far a heading is from the frame's x / y axes (the street axes of
+  the synthetic scenes).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import hashlib
 import numpy as np
 
 __all__ = ["WAYMO_TYPES", "WAYMO_TYPE_NAMES", "LIDAR_NAMES", "LIDAR_IDS", "POINT_COLUMNS",
-           "NUM_POINT_COLUMNS", "MODEL_POINT_FEATURES", "frame_id", "model_points"]
+           "NUM_POINT_COLUMNS", "MODEL_POINT_FEATURES", "frame_id", "model_points",
+           "angle_to_axes"]
 
 WAYMO_TYPES = {"UNKNOWN": 0, "VEHICLE": 1, "PEDESTRIAN": 2, "SIGN": 3, "CYCLIST": 4}
 WAYMO_TYPE_NAMES = {v: k for k, v in WAYMO_TYPES.items()}
@@ -50,3 +53,11 @@ def model_points(points) -> np.ndarray:
     out = pts[:, :5].copy()
     out[:, 3] = np.tanh(out[:, 3])
     return out
+
+
+def angle_to_axes(yaw):
+    """Angle (radians, in [0, pi/4]) between heading(s) ``yaw`` and the nearest multiple of 90
+    degrees; a float for a scalar, an array otherwise."""
+    off = np.abs(np.mod(np.asarray(yaw, dtype=np.float64) + np.pi / 4, np.pi / 2) - np.pi / 4)
+    return float(off) if off.ndim == 0 else off
+

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from detector.conventions import angle_to_axes
 from detector.datasets.synthetic import SceneConfig
 from detector.datasets.synthetic import calibration as cal
 from detector.datasets.synthetic import labels as lb
@@ -128,6 +129,16 @@ def scene_frames():
     return _scene_labels()
 
 
+def test_angle_to_axes():
+    assert angle_to_axes(0.0) == 0.0
+    for k in range(-4, 5):   # every multiple of 90 degrees is on an axis; +-0.2 rad is 0.2 off
+        for d in (0.2, -0.2):
+            assert angle_to_axes(k * math.pi / 2 + d) == pytest.approx(0.2, abs=1e-12)
+    assert angle_to_axes(math.pi / 4) == pytest.approx(math.pi / 4)
+    np.testing.assert_allclose(angle_to_axes(np.array([0.05, math.pi - 0.3, 1.2])),
+                               [0.05, 0.3, math.pi / 2 - 1.2], atol=1e-12)
+
+
 def test_vehicle_headings_are_not_only_the_street_axes(scene_frames):
     # Angles in the scene's world frame (the ego's heading drifts by a fraction of a degree).
     off = []
@@ -135,7 +146,7 @@ def test_vehicle_headings_are_not_only_the_street_axes(scene_frames):
         for k in labels.object_index[labels.types == VEHICLE]:
             ob = plan.scene.objects[k]
             h = ob.heading(0.0)
-            off.append(abs((h + math.pi / 4) % (math.pi / 2) - math.pi / 4))
+            off.append(angle_to_axes(h))
     off = np.degrees(np.asarray(off))
     assert len(off) > 100
     assert (off > 1.0).mean() > 0.4          # parked cars a few degrees off the kerb

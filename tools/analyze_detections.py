@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--score-thr", type=float, default=0.3)
     p.add_argument("--match-dist", type=float, default=2.0)
     args = p.parse_args(argv)
+    from detector.conventions import angle_to_axes
     from detector.datasets.converted import load_index
     from detector.evaluation.waymo import (DEFAULT_IOU_THRESHOLDS, compute_detection_metrics,
                                            frame_id_from, prepare_ground_truth, read_objects)
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
             dh = (q[6] - g[i, 6] + np.pi / 2) % np.pi - np.pi / 2
             full = (q[6] - g[i, 6] + np.pi) % (2 * np.pi) - np.pi
             iou = boxes_iou3d(g[i:i + 1].astype(np.float32), q[None].astype(np.float32))[0, 0]
-            axis_off = abs((g[i, 6] + np.pi / 4) % (np.pi / 2) - np.pi / 4)
+            axis_off = angle_to_axes(g[i, 6])
             errors.append([dist[i, j], q[2] - g[i, 2], q[3] - g[i, 3], q[4] - g[i, 4], q[5] - g[i, 5],
                            np.degrees(dh), iou, abs(full) > np.pi / 2, np.degrees(axis_off)])
     if not errors:
