@@ -172,7 +172,8 @@ class SparseEncoder(nn.Module):
             return features.sum() * 0.0 + features.new_zeros(batch.batch_size, self.out_channels,
                                                               h, w)
         if features.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # spconv has no bfloat16 CPU kernels: under CPU autocast the encoder runs in float32.
+            # neither spconv nor ops.sparse_conv has bfloat16 CPU kernels: under CPU autocast the
+            # encoder runs in float32.
             with torch.autocast("cpu", enabled=False):
                 return self.forward(features.float(), batch)
         x = spconv.SparseConvTensor(features, batch.coords.int(), self.sparse_shape, batch.batch_size)
