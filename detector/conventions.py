@@ -60,4 +60,3 @@ def angle_to_axes(yaw):
     degrees; a float for a scalar, an array otherwise."""
     off = np.abs(np.mod(np.asarray(yaw, dtype=np.float64) + np.pi / 4, np.pi / 2) - np.pi / 4)
     return float(off) if off.ndim == 0 else off
-

@@ -12,6 +12,7 @@ Only the generator's public API is used, so the script runs unchanged on older v
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -21,7 +22,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from detector.conventions import angle_to_axes  # noqa: E402
 from detector.datasets.synthetic import SceneConfig  # noqa: E402
 from detector.datasets.synthetic.generator import (plan_segment,  # noqa: E402
                                                    render_segment_frames, segment_seed)
@@ -67,8 +67,9 @@ def main(argv=None) -> int:
               f"{(p[m] <= 5).mean():.2f} | {med[0]:.2f} x {med[1]:.2f} x {med[2]:.2f} |")
     v = t == 1
     # Headings in the frame's vehicle axes; the ego drives along the main road, so the street
-    # axes are the multiples of 90 degrees up to the ego's small drift.
-    off = np.degrees(angle_to_axes(b[v, 6]))
+    # axes are the multiples of 90 degrees up to the ego's small drift. (Written out rather than
+    # detector.conventions.angle_to_axes, which older versions lack: see the docstring.)
+    off = np.degrees(np.abs((b[v, 6] + math.pi / 4) % (math.pi / 2) - math.pi / 4))
     print("\nvehicle headings: angle to the nearest street axis (degrees)")
     edges = [0, 1, 3, 10, 30, 45.01]
     hist = np.histogram(off, bins=edges)[0] / max(1, len(off))
