@@ -11,9 +11,9 @@
 #   heatmap peak one cell off still decodes a good box;
 # - regression loss weights 0.5 (heading 1.0, direction logit 1.0) instead of CenterPoint's 0.25:
 #   in a schedule of a thousand steps the heading barely trains at 0.25;
-# - 60 epochs (1080 steps): the direction logit stays at chance until the boxes have converged
-#   (about epoch 30) and learns the front in the second half; at 30 epochs 35-56 % of the matched
-#   boxes came out reversed, at 60 12-15 % (docs/benchmarks/training.md, 3d);
+# - 60 epochs (1080 steps): the direction logit stays near chance while the boxes converge (up
+#   to about epoch 22-28) and learns the front in the second half; at 30 epochs 35-56 % of the
+#   matched boxes came out reversed, at 60 7-15 % (docs/benchmarks/training.md, 3d);
 # - an IoU branch whose prediction rescores detections as score^0.32 * IoU^0.68 (AFDetV2's
 #   rectification), which ranks well-localised boxes first.
 _base_ = [
