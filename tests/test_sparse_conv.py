@@ -574,6 +574,36 @@ def test_pairs_same_bits_at_one_and_two_threads_with_many_blocks(monkeypatch):
         assert torch.equal(a, b) and torch.equal(b, c)
 
 
+def test_pairs_leaves_the_thread_settings_as_they_were():
+    """The parallel block drivers set Numba's thread count, its chunk size and MKL's per-thread
+    count for their own run only: afterwards torch's matmul, Numba and MKL see the caller's
+    settings again (a leaked MKL count of 1 would silently slow every later torch matmul)."""
+    from ops.sparse_conv.functional import _mkl_local
+    shape = [6, 7, 8]
+    idx = random_sites(200, shape, 2, seed=4)
+    rb = build_rulebook(idx.numpy(), shape, [3] * 3, [1] * 3, [1] * 3, [1] * 3, True)
+    f = torch.randn(len(idx), 4, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, 4, requires_grad=True)
+    t0, n0 = torch.get_num_threads(), numba.get_num_threads()
+    c0 = numba.get_parallel_chunksize()
+    before = _mkl_local(0)           # this thread's local MKL count (0: none set) ...
+    _mkl_local(before)               # ... put back
+    try:
+        torch.set_num_threads(2)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        nb = numba.get_num_threads()
+        sparse_conv_apply(f, w, None, rb, algorithm="pairs").square().sum().backward()
+        assert torch.get_num_threads() == 2 and numba.get_num_threads() == nb
+        assert numba.get_parallel_chunksize() == c0
+        after = _mkl_local(0)
+        _mkl_local(after)
+        assert after == before
+    finally:
+        torch.set_num_threads(t0)
+        numba.set_num_threads(n0)
+    assert f.grad is not None and w.grad is not None
+
+
 def test_algorithm_choice():
     assert F.ALGORITHM in F.ALGORITHMS
     shape = [5, 6, 7]

@@ -25,14 +25,18 @@ multiply it by the weight laid out ``(K * C_in, C_out)``; backward to the featur
 the transposed table; the weight gradient ``buffer^T @ grad_out`` per block. It does ~1/occupancy
 times the necessary work (a 3x3x3 neighbourhood is ~27 % occupied on the demo's frames).
 
-Parallelism (both): the blocks (chosen from the layer's shape and rulebook only) run on a small
-pool of Python threads, each block's torch ops with one intra-op thread. torch's GEMM (MKL)
-gives different bits at different thread counts when it splits a reduction, so a block's result
-is computed one-threaded, in buffers aligned the same way in every thread; blocks, their order
-and the order partial sums are added in do not depend on the number of threads, hence neither do
-the results. Every output row is written by one block only. A thread's buffers are a few MiB
-(``"pairs"``: three of at most ``_PAIR_BYTES``; ``"im2col"``: one of ``_BLOCK_BYTES``) whatever
-the voxel count.
+Parallelism. ``"pairs"``: one Numba ``prange`` over a layer's blocks (``_pairs_forward_all``,
+``_pairs_backward_all``; blocks handed out one at a time), each block computed by one thread with
+MKL set to one thread for it (``mkl_set_num_threads_local``), in that thread's scratch row of a
+shared buffer whose rows and buffers all start on an ``_ALIGN`` boundary. ``"im2col"``: the
+blocks run on a small pool of Python threads, each block's torch ops with one intra-op thread.
+torch's GEMM (MKL) gives different bits at different thread counts when it splits a reduction,
+so a block's result is computed one-threaded, in buffers aligned the same way in every thread;
+blocks, their order and the order partial sums are added in do not depend on the number of
+threads (the weight-gradient partials are added element by element in block order), hence
+neither do the results. Every output row is written by one block only. A thread's buffers are a
+few MiB (``"pairs"``: three of at most ``_PAIR_BYTES``; ``"im2col"``: one of ``_BLOCK_BYTES``)
+whatever the voxel count.
 """
 from __future__ import annotations
 
@@ -42,9 +46,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
 import numpy as np
 import torch
-from numba import njit, types
+from numba import njit, prange, types
 
 from ops.sparse_conv.rulebook import Rulebook
 
@@ -98,19 +103,6 @@ def _run(fn, blocks, threads: int) -> list:
     if threads <= 1 or len(blocks) <= 1:
         return [one(b) for b in blocks]
     return list(_executor().map(one, blocks))
-
-
-def _run_iter(fn, blocks, threads: int):
-    """Like ``_run``, but yields the results in block order as they come (the caller adds them
-    up, so that only a few are alive at a time)."""
-    def one(block):
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            return fn(*block)
-
-    if threads <= 1 or len(blocks) <= 1:
-        return (one(b) for b in blocks)
-    return _executor().map(one, blocks)
 
 
 class _ThreadScope:
@@ -263,7 +255,8 @@ def _load_blas() -> str | None:
             return f"no libtorch_cpu library in {Path(torch.__file__).parent / 'lib'}"
         for lib in libs:
             llvm.load_library_permanently(str(lib))
-        missing = [f for f in ("sgemm_", "dgemm_") if not llvm.address_of_symbol(f)]
+        missing = [f for f in ("sgemm_", "dgemm_", "mkl_set_num_threads_local")
+                   if not llvm.address_of_symbol(f)]
         if missing:
             return f"{libs[0].name} does not export {', '.join(missing)}"
     except Exception as e:  # noqa: BLE001 - any loader failure means: no direct BLAS
@@ -276,6 +269,18 @@ BLAS_UNAVAILABLE = _load_blas()
 _vp = types.voidptr
 _sgemm = types.ExternalFunction("sgemm_", types.void(*([_vp] * 13)))
 _dgemm = types.ExternalFunction("dgemm_", types.void(*([_vp] * 13)))
+# mkl_set_num_threads_local: this thread's MKL thread count (0: the global one); returns the
+# previous local value. The symbol libtorch_cpu exports is the Fortran-style entry (it shares the
+# address of ``mkl_set_num_threads_local_``): the count is passed by pointer. Every block sets 1
+# (see ``_pairs_forward_all``) and restores the previous value.
+_mkl_set_local = types.ExternalFunction("mkl_set_num_threads_local", types.int32(_vp))
+
+
+@njit(cache=True, nogil=True)
+def _mkl_local(n):
+    v = np.empty(1, np.int32)
+    v[0] = n
+    return _mkl_set_local(v.ctypes)
 _N, _T = np.uint8(ord("N")), np.uint8(ord("T"))
 
 
@@ -407,23 +412,110 @@ def _pairs_backward_block(x, gout, wt, gx, part, s, e, seg, dst, src, centre, wk
         c0 = c1
 
 
-def _buffers(dtype: np.dtype, shapes) -> list[np.ndarray]:
-    """Views of the calling thread's scratch memory, each starting on an ``_ALIGN`` boundary
-    (the same alignment in every thread, so MKL takes the same code path for a block whichever
-    thread runs it). Valid until the thread's next call."""
+@njit(cache=True, nogil=True, inline="always")
+def _scratch_view(scratch, t, off, r, c):
+    """Thread ``t``'s ``(r, c)`` buffer at element offset ``off`` of its scratch row."""
+    return scratch[t, off:off + r * c].reshape((r, c))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pairs_forward_all(x, w, out, bnd, ptr, dst, src, centre, chunk, scratch, offs, gshape,
+                       pshape, tr):
+    """Every block of ``_pairs_forward`` (``prange`` over the blocks, each on one thread with MKL
+    at one thread), in the running thread's scratch row (``offs``: element offsets of its two
+    buffers, ``gshape`` / ``pshape`` their shapes). Which thread runs a block changes nothing:
+    a block writes only its own output rows, in buffers aligned the same way in every row."""
+    nb = bnd.shape[0] - 1
+    nk = w.shape[0]
+    for b in prange(nb):
+        t = numba.get_thread_id()
+        prev = _mkl_local(1)
+        g = _scratch_view(scratch, t, offs[0], gshape[0], gshape[1])
+        pr = _scratch_view(scratch, t, offs[1], pshape[0], pshape[1])
+        _pairs_forward_block(x, w, out, bnd[b], bnd[b + 1], ptr[b * nk:(b + 1) * nk + 1], dst,
+                             src, centre, chunk, g, pr, tr)
+        _mkl_local(prev)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pairs_backward_all(x, gout, wt, gx, parts, bnd, ptr, dst, src, centre, wk, chunk, scratch,
+                        offs, gshape, xshape, pshape, want_x, want_w, tr):
+    """Every block of ``_pairs_backward`` (as ``_pairs_forward_all``); ``parts[b]`` receives block
+    b's weight-gradient partial (the caller adds them in block order)."""
+    nb = bnd.shape[0] - 1
+    nk = wt.shape[0]
+    for b in prange(nb):
+        t = numba.get_thread_id()
+        prev = _mkl_local(1)
+        gg = _scratch_view(scratch, t, offs[0], gshape[0], gshape[1])
+        xg = _scratch_view(scratch, t, offs[1], xshape[0], xshape[1])
+        pr = _scratch_view(scratch, t, offs[2], pshape[0], pshape[1])
+        part = parts[b] if want_w else parts[0]
+        _pairs_backward_block(x, gout, wt, gx, part, bnd[b], bnd[b + 1],
+                              ptr[b * nk:(b + 1) * nk + 1], dst, src, centre, wk, chunk, gg, xg,
+                              pr, want_x, want_w, tr)
+        _mkl_local(prev)
+
+
+@njit(cache=True, parallel=True)
+def _sum_parts(parts, out):
+    """out += parts[0] + parts[1] + ... with every element added up in block order (parallel over
+    spans of elements: the same bits at every thread count)."""
+    nb = parts.shape[0]
+    flat = parts.reshape((nb, -1))
+    o = out.reshape(-1)
+    n = o.shape[0]
+    span = 4096
+    for t in prange((n + span - 1) // span):
+        for b in range(nb):
+            for j in range(t * span, min(n, (t + 1) * span)):
+                o[j] += flat[b, j]
+
+
+_par_lock = threading.Lock()         # one parallel layer at a time (shared scratch; Numba's
+_par_scratch: dict = {}              # OpenMP layer is not re-entrant from several Python threads)
+
+
+def _thread_scratch(dtype: np.dtype, shapes, nthreads: int):
+    """(scratch (nthreads, stride) of ``dtype``, element offsets of ``shapes`` in a row): each row
+    and each buffer start on an ``_ALIGN`` boundary. Kept and grown; use under ``_par_lock``."""
     item = dtype.itemsize
-    nbytes = [r * c * item for r, c in shapes]
-    need = sum(-(-n // _ALIGN) * _ALIGN for n in nbytes) + _ALIGN
-    raw = getattr(_scratch, "praw", None)
-    if raw is None or raw.nbytes < need:
-        raw = _scratch.praw = np.empty(max(need, 3 * _PAIR_BYTES + 4 * _ALIGN), np.uint8)
-        _scratch.pbase = (-raw.ctypes.data) % _ALIGN
-    off = _scratch.pbase
-    out = []
-    for (r, c), n in zip(shapes, nbytes):
-        out.append(raw[off:off + n].view(dtype).reshape(r, c))
-        off += -(-n // _ALIGN) * _ALIGN
-    return out
+    al = _ALIGN // item
+    offs, pos = [], 0
+    for r, c in shapes:
+        offs.append(pos)
+        pos += -(-(r * c) // al) * al
+    stride = max(al, pos)
+    key = dtype.str
+    raw = _par_scratch.get(key)
+    if raw is None or raw[1] < stride or raw[2] < nthreads:
+        stride = max(stride, raw[1] if raw else 0, 3 * _PAIR_BYTES // item)
+        stride = -(-stride // al) * al
+        n = max(nthreads, raw[2] if raw else 0)
+        mem = np.empty(n * stride + al, dtype)
+        start = (-mem.ctypes.data % _ALIGN) // item
+        raw = _par_scratch[key] = (mem[start:start + n * stride].reshape(n, stride), stride, n)
+    return raw[0], np.asarray(offs, np.int64)
+
+
+class _NumbaThreads:
+    """Numba's thread count set to ``threads`` (capped at its pool size) for the with-block."""
+
+    def __init__(self, threads: int):
+        self.want = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+
+    def __enter__(self):
+        self.before = numba.get_num_threads()
+        numba.set_num_threads(self.want)
+        # Blocks are handed out one at a time (they differ in cost); which thread runs which
+        # block does not change the result.
+        self.chunk = numba.set_parallel_chunksize(1)
+        return self.want
+
+    def __exit__(self, *exc):
+        numba.set_parallel_chunksize(self.chunk)
+        numba.set_num_threads(self.before)
+        return False
 
 
 def _chunk_rows(cin: int, cout: int, itemsize: int) -> int:
@@ -446,18 +538,16 @@ def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int)
     pb = _block_pairs(rb, False)
     chunk = _chunk_rows(cin, cout, x.element_size())
     x_np, w_np, out_np = x.numpy(), w.numpy(), out.numpy()
-    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr, pb.dst, pb.src, pb.centre
     dt = x_np.dtype
 
     tr = cout <= _NARROW_FORWARD
     shapes = [(cin, chunk), (cout, chunk)] if tr else [(chunk, cin), (chunk, cout)]
 
-    def block(b):
-        g_np, pr_np = _buffers(dt, shapes)
-        _pairs_forward_block(x_np, w_np, out_np, bnd[b], bnd[b + 1], ptr[b * nk:(b + 1) * nk + 1],
-                             dst, src, centre, chunk, g_np, pr_np, tr)
-
-    _run(block, [(b,) for b in range(pb.n_blocks)], threads)
+    with _par_lock, _NumbaThreads(threads) as nt:
+        scratch, offs = _thread_scratch(dt, shapes, numba.config.NUMBA_NUM_THREADS)
+        _pairs_forward_all(x_np, w_np, out_np, pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre,
+                           chunk, scratch, offs, np.asarray(shapes[0], np.int64),
+                           np.asarray(shapes[1], np.int64), tr)
     return out
 
 
@@ -476,7 +566,6 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
     wt_np = w.transpose(1, 2).contiguous().numpy()          # (K, C_out, C_in)
     x_np, g_np_all = x.numpy(), gout.numpy()
     gx_np = gx.numpy() if want_x else np.empty((0, cin), x_np.dtype)
-    bnd, ptr, dst, src, centre = pb.bounds.tolist(), pb.ptr, pb.dst, pb.src, pb.centre
     # weight offset of each list segment (reversed when the lists are the forward table's)
     wk = np.arange(nk - 1, -1, -1) if pb.flipped else np.arange(nk)
     dt = x_np.dtype
@@ -489,18 +578,15 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
         shapes = [(chunk, cout), (chunk, cin) if want_w else (0, cin),
                   (chunk, cin) if want_x else (0, cin)]
 
-    def block(b):
-        part = np.zeros((nk, cin, cout) if want_w else (0, cin, cout), dt)
-        gg_np, xg_np, pr_np = _buffers(dt, shapes)
-        _pairs_backward_block(x_np, g_np_all, wt_np, gx_np, part, bnd[b], bnd[b + 1],
-                              ptr[b * nk:(b + 1) * nk + 1], dst, src, centre, wk, chunk, gg_np,
-                              xg_np, pr_np, want_x, want_w, tr)
-        return part
-
-    parts = _run_iter(block, [(b,) for b in range(pb.n_blocks)], threads)
-    for part in parts:                        # block order: independent of the thread count
-        if want_w:
-            gw += torch.from_numpy(part)
+    parts = np.zeros((pb.n_blocks if want_w else 1, nk, cin, cout), dt)
+    with _par_lock, _NumbaThreads(threads):
+        scratch, offs = _thread_scratch(dt, shapes, numba.config.NUMBA_NUM_THREADS)
+        _pairs_backward_all(x_np, g_np_all, wt_np, gx_np, parts, pb.bounds, pb.ptr, pb.dst,
+                            pb.src, pb.centre, wk, chunk, scratch, offs,
+                            np.asarray(shapes[0], np.int64), np.asarray(shapes[1], np.int64),
+                            np.asarray(shapes[2], np.int64), want_x, want_w, tr)
+    if want_w:                                # block order: independent of the thread count
+        _sum_parts(parts, gw.numpy())
     return gx, gw
 
 

@@ -20,7 +20,9 @@ Geometry (per spatial axis, the usual convolution arithmetic, the same as spconv
 
 Output order of a regular conv: sorted by (batch, z, y, x). Every step is deterministic and
 independent of the number of threads: parallel loops only write rows they own, and the only
-order-dependent step (collecting unique outputs) runs serially and is followed by a sort.
+order-dependent step (collecting unique outputs) runs serially and is followed by a sort
+(searches), or numbers the marked cells of a dense grid in key order over fixed spans
+(grid: per-span counts in parallel, a serial prefix sum, then each span numbers its own cells).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from numba import njit, prange
 __all__ = ["Rulebook", "PairBlocks", "build_rulebook", "conv_output_shape", "pair_blocks"]
 
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)   # 2^64 / golden ratio (Fibonacci hashing)
+_GRID_SPANS = 64       # the output grid's cells are numbered in this many spans (parallel)
 
 
 def conv_output_shape(shape: Sequence[int], ksize: Sequence[int], stride: Sequence[int],
@@ -158,7 +161,7 @@ def _grid_subm_table(keys, skeys, srows, shape, ksize, offset, dilation, grid):
     n = keys.shape[0]
     kz, ky, kx = ksize[0], ksize[1], ksize[2]
     nk = kz * ky * kx
-    for i in range(n):
+    for i in prange(n):          # distinct keys: every cell has one writer
         grid[keys[i]] = i
     nbr = np.empty((n, nk), np.int32)
     for j in prange(n):
@@ -180,7 +183,7 @@ def _grid_subm_table(keys, skeys, srows, shape, ksize, offset, dilation, grid):
                             hit = v
                     nbr[row, k] = hit
                     k += 1
-    for i in range(n):
+    for i in prange(n):
         grid[keys[i]] = -1
     return nbr
 
@@ -195,7 +198,9 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
     n = keys.shape[0]
     kz, ky, kx = ksize[0], ksize[1], ksize[2]
     nk = kz * ky * kx
-    for i in range(n):
+    # Mark (parallel over the inputs): several inputs may mark one cell, all with the same 0, so
+    # the result is the same whichever store lands last.
+    for i in prange(n):
         b, z, y, x = _unkey(keys[i], shape)
         for a in range(kz):
             tz = z + padding[0] - a * dilation[0]
@@ -211,17 +216,28 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
                     if tx < 0 or tx % stride[2] != 0 or tx // stride[2] >= oshape[2]:
                         continue
                     grid[base * oshape[2] + tx // stride[2]] = 0
-    m = 0
-    for c in range(ncells):
-        if grid[c] == 0:
-            m += 1
+    # Number the marked cells in key order: a count per fixed span of cells (parallel), the
+    # spans' first numbers by a serial prefix sum, then each span numbers its own cells.
+    nspan = _GRID_SPANS
+    span = (ncells + nspan - 1) // nspan
+    cnt = np.zeros(nspan + 1, np.int64)
+    for t in prange(nspan):
+        c = 0
+        for cell in range(t * span, min(ncells, (t + 1) * span)):
+            if grid[cell] == 0:
+                c += 1
+        cnt[t + 1] = c
+    for t in range(nspan):
+        cnt[t + 1] += cnt[t]
+    m = cnt[nspan]
     okeys = np.empty(m, np.int64)
-    m = 0
-    for c in range(ncells):
-        if grid[c] == 0:
-            grid[c] = m
-            okeys[m] = c
-            m += 1
+    for t in prange(nspan):
+        j = cnt[t]
+        for cell in range(t * span, min(ncells, (t + 1) * span)):
+            if grid[cell] == 0:
+                grid[cell] = j
+                okeys[j] = cell
+                j += 1
     nbr = np.empty((m, nk), np.int32)
     for o in prange(m):
         for k in range(nk):
@@ -246,7 +262,7 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
                         nbr[o, k] = i
                         inv[i, k] = o
                     k += 1
-    for o in range(m):
+    for o in prange(m):
         grid[okeys[o]] = -1
     return okeys, nbr, inv
 
