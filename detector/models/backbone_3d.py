@@ -13,8 +13,8 @@ Convolution implementation (``conv_impl``): ``"ops"`` uses ``ops.sparse_conv`` (
 CPU kernels: parallel over all cores and deterministic; on CUDA tensors its modules run spconv's
 own kernels), ``"spconv"`` spconv 2.x (imported only through ``ops.spconv_utils``, whose CPU shim
 makes backward work without CUDA and pins its CPU kernels to one thread), ``"auto"`` (default)
-``"ops"``: on the idle 2-core machine a demo training step is 1.36x faster in wall time with it
-than with spconv, its backbone pass 1.70x (docs/benchmarks/sparse_conv.md, round 4).
+``"ops"``: on the idle 2-core machine a demo training step is 1.28x faster in wall time with it
+than with spconv, its backbone pass 1.93x (docs/benchmarks/sparse_conv.md, round 5).
 Both have the same modules, parameter names and weight layout, so checkpoints load into either.
 """
 from __future__ import annotations
