@@ -281,6 +281,8 @@ def _mkl_local(n):
     v = np.empty(1, np.int32)
     v[0] = n
     return _mkl_set_local(v.ctypes)
+
+
 _N, _T = np.uint8(ord("N")), np.uint8(ord("T"))
 
 
@@ -413,25 +415,26 @@ def _pairs_backward_block(x, gout, wt, gx, part, s, e, seg, dst, src, centre, wk
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _scratch_view(scratch, t, off, r, c):
-    """Thread ``t``'s ``(r, c)`` buffer at element offset ``off`` of its scratch row."""
-    return scratch[t, off:off + r * c].reshape((r, c))
+def _scratch_view(scratch, offs, shapes, i):
+    """Buffer ``i`` (shape ``shapes[i]``, at element offset ``offs[i]``) of the running thread's
+    scratch row."""
+    t = numba.get_thread_id()
+    r, c = shapes[i, 0], shapes[i, 1]
+    return scratch[t, offs[i]:offs[i] + r * c].reshape((r, c))
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _pairs_forward_all(x, w, out, bnd, ptr, dst, src, centre, chunk, scratch, offs, gshape,
-                       pshape, tr):
+def _pairs_forward_all(x, w, out, bnd, ptr, dst, src, centre, chunk, scratch, offs, shapes, tr):
     """Every block of ``_pairs_forward`` (``prange`` over the blocks, each on one thread with MKL
     at one thread), in the running thread's scratch row (``offs``: element offsets of its two
-    buffers, ``gshape`` / ``pshape`` their shapes). Which thread runs a block changes nothing:
+    buffers, ``shapes`` (2, 2) their shapes). Which thread runs a block changes nothing:
     a block writes only its own output rows, in buffers aligned the same way in every row."""
     nb = bnd.shape[0] - 1
     nk = w.shape[0]
     for b in prange(nb):
-        t = numba.get_thread_id()
         prev = _mkl_local(1)
-        g = _scratch_view(scratch, t, offs[0], gshape[0], gshape[1])
-        pr = _scratch_view(scratch, t, offs[1], pshape[0], pshape[1])
+        g = _scratch_view(scratch, offs, shapes, 0)
+        pr = _scratch_view(scratch, offs, shapes, 1)
         _pairs_forward_block(x, w, out, bnd[b], bnd[b + 1], ptr[b * nk:(b + 1) * nk + 1], dst,
                              src, centre, chunk, g, pr, tr)
         _mkl_local(prev)
@@ -439,17 +442,16 @@ def _pairs_forward_all(x, w, out, bnd, ptr, dst, src, centre, chunk, scratch, of
 
 @njit(cache=True, nogil=True, parallel=True)
 def _pairs_backward_all(x, gout, wt, gx, parts, bnd, ptr, dst, src, centre, wk, chunk, scratch,
-                        offs, gshape, xshape, pshape, want_x, want_w, tr):
+                        offs, shapes, want_x, want_w, tr):
     """Every block of ``_pairs_backward`` (as ``_pairs_forward_all``); ``parts[b]`` receives block
     b's weight-gradient partial (the caller adds them in block order)."""
     nb = bnd.shape[0] - 1
     nk = wt.shape[0]
     for b in prange(nb):
-        t = numba.get_thread_id()
         prev = _mkl_local(1)
-        gg = _scratch_view(scratch, t, offs[0], gshape[0], gshape[1])
-        xg = _scratch_view(scratch, t, offs[1], xshape[0], xshape[1])
-        pr = _scratch_view(scratch, t, offs[2], pshape[0], pshape[1])
+        gg = _scratch_view(scratch, offs, shapes, 0)
+        xg = _scratch_view(scratch, offs, shapes, 1)
+        pr = _scratch_view(scratch, offs, shapes, 2)
         part = parts[b] if want_w else parts[0]
         _pairs_backward_block(x, gout, wt, gx, part, bnd[b], bnd[b + 1],
                               ptr[b * nk:(b + 1) * nk + 1], dst, src, centre, wk, chunk, gg, xg,
@@ -543,11 +545,10 @@ def _pairs_forward(x: torch.Tensor, w: torch.Tensor, rb: Rulebook, threads: int)
     tr = cout <= _NARROW_FORWARD
     shapes = [(cin, chunk), (cout, chunk)] if tr else [(chunk, cin), (chunk, cout)]
 
-    with _par_lock, _NumbaThreads(threads) as nt:
+    with _par_lock, _NumbaThreads(threads):
         scratch, offs = _thread_scratch(dt, shapes, numba.config.NUMBA_NUM_THREADS)
         _pairs_forward_all(x_np, w_np, out_np, pb.bounds, pb.ptr, pb.dst, pb.src, pb.centre,
-                           chunk, scratch, offs, np.asarray(shapes[0], np.int64),
-                           np.asarray(shapes[1], np.int64), tr)
+                           chunk, scratch, offs, np.asarray(shapes, np.int64), tr)
     return out
 
 
@@ -583,8 +584,7 @@ def _pairs_backward(x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, rb: Ru
         scratch, offs = _thread_scratch(dt, shapes, numba.config.NUMBA_NUM_THREADS)
         _pairs_backward_all(x_np, g_np_all, wt_np, gx_np, parts, pb.bounds, pb.ptr, pb.dst,
                             pb.src, pb.centre, wk, chunk, scratch, offs,
-                            np.asarray(shapes[0], np.int64), np.asarray(shapes[1], np.int64),
-                            np.asarray(shapes[2], np.int64), want_x, want_w, tr)
+                            np.asarray(shapes, np.int64), want_x, want_w, tr)
     if want_w:                                # block order: independent of the thread count
         _sum_parts(parts, gw.numpy())
     return gx, gw
@@ -601,9 +601,7 @@ class _PairConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features, weight, bias, rb, threads):
-        with _ThreadScope():
-            out = _pairs_forward(features.detach().contiguous(), _weight_k_in_out(weight), rb,
-                                 threads)
+        out = _pairs_forward(features.detach().contiguous(), _weight_k_in_out(weight), rb, threads)
         if bias is not None:
             out += bias.detach()
         ctx.save_for_backward(features, weight)
@@ -619,12 +617,11 @@ class _PairConvFunction(torch.autograd.Function):
         w = _weight_k_in_out(weight)
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = gw = gb = None
-        with _ThreadScope():
-            if want_x or want_w:
-                gx, gwk = _pairs_backward(features.detach().contiguous(), w, gout, ctx.rb,
-                                          ctx.threads, want_x, want_w)
-                if want_w:
-                    gw = gwk.permute(2, 0, 1).reshape(weight.shape)
+        if want_x or want_w:
+            gx, gwk = _pairs_backward(features.detach().contiguous(), w, gout, ctx.rb, ctx.threads,
+                                      want_x, want_w)
+            if want_w:
+                gw = gwk.permute(2, 0, 1).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = torch.from_numpy(_column_sums(gout.numpy())).to(gout.dtype)
         return gx, gw, gb, None, None
