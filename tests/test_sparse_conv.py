@@ -185,13 +185,28 @@ def test_rulebook_grid_and_search_give_the_same_tables(subm, kw, monkeypatch):
         assert (R._grid_memory == -1).all()
 
 
-def test_rulebook_rejects_bad_sites():
+@pytest.mark.parametrize("path", ["grid", "search"])
+@pytest.mark.parametrize("subm", [True, False])
+def test_rulebook_rejects_bad_sites(subm, path, monkeypatch):
+    """Out-of-grid and repeated sites are named by row on both paths (the grid finds repeats
+    without sorting; the sort names the row) and leave the shared grid clean."""
+    import ops.sparse_conv.rulebook as R
+    if path == "search":
+        monkeypatch.setattr(R, "_GRID_CELLS", 0)
+    conv = dict(ksize=[3] * 3, stride=[1 if subm else 2] * 3, padding=[1] * 3, dilation=[1] * 3)
     with pytest.raises(ValueError, match="row 1 .* outside the spatial shape"):
-        build_rulebook(np.array([[0, 1, 1, 1], [0, 6, 0, 0]]), [6, 6, 6], [3] * 3, [1] * 3, [1] * 3,
-                       [1] * 3, True)
+        build_rulebook(np.array([[0, 1, 1, 1], [0, 6, 0, 0]]), [6, 6, 6], subm=subm, **conv)
     with pytest.raises(ValueError, match="row 2 .* repeats an earlier row"):
-        build_rulebook(np.array([[0, 1, 1, 1], [0, 2, 2, 2], [0, 1, 1, 1]]), [6, 6, 6], [3] * 3,
-                       [1] * 3, [1] * 3, [1] * 3, True)
+        build_rulebook(np.array([[0, 1, 1, 1], [0, 2, 2, 2], [0, 1, 1, 1]]), [6, 6, 6],
+                       subm=subm, **conv)
+    # One repeat among thousands of rows (the grid's check runs in parallel over them).
+    shape = [10, 13, 11]
+    idx = random_sites(2000, shape, 2, seed=5).numpy()
+    idx = np.concatenate([idx[:1500], idx[700:701], idx[1500:]])
+    with pytest.raises(ValueError, match=rf"row 1500 = {idx[700].tolist()} repeats".replace(
+            "[", r"\[").replace("]", r"\]")):
+        build_rulebook(idx, shape, subm=subm, **conv)
+    assert R._grid_memory.size == 0 or (R._grid_memory == -1).all()
 
 
 @pytest.mark.parametrize("kind,kw", [

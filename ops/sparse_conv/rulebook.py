@@ -1,6 +1,7 @@
-"""Rulebooks of 3D sparse convolutions, built with Numba over the sorted keys of the active
-sites: through a dense grid of cells when the grid is small (``_use_grid``), else by
-forward-only cursors over the sorted keys (and a hash collecting a regular conv's outputs).
+"""Rulebooks of 3D sparse convolutions, built with Numba from integer keys of the active sites:
+through a dense grid of cells when the grid is small (``_use_grid``; no sort: the grid also
+finds repeated sites), else by forward-only cursors over the sorted keys (and a hash collecting a
+regular conv's outputs).
 
 A rulebook here is a dense neighbour table ``nbr`` of shape ``(N_out, K)``, ``K`` the number of
 kernel offsets (``kz * ky * kx``, flattened in that order, as spconv's KRSC weight is):
@@ -154,19 +155,36 @@ def _neighbour_table(okeys, orows, oshape, skeys, srows, shape, ksize, stride, o
 
 
 @njit(cache=True, parallel=True)
-def _grid_subm_table(keys, skeys, srows, shape, ksize, offset, dilation, grid):
+def _grid_repeats(keys, grid):
+    """Whether two of ``keys`` are equal, through a dense grid (``grid[key]`` = the row that
+    stored last; all -1 on entry and again on return): a key with more than one row leaves some
+    row that does not find itself in its cell. No sort (the sorted keys' repeat check names the
+    row; the caller runs it when this says there is one)."""
+    n = keys.shape[0]
+    for i in prange(n):
+        grid[keys[i]] = i
+    lost = np.zeros(n, np.uint8)
+    for i in prange(n):
+        if grid[keys[i]] != i:
+            lost[i] = 1
+    for i in prange(n):
+        grid[keys[i]] = -1
+    return lost.any()
+
+
+@njit(cache=True, parallel=True)
+def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
     """Submanifold ``nbr`` through a dense grid of rows (``grid[key]`` = row, -1 elsewhere; all
-    -1 on entry and again on return): one load per (site, offset), no search. Sites in key
-    order (reads stay local); each writes its own row."""
+    -1 on entry and again on return): one load per (site, offset), no search. ``keys``
+    distinct; each site writes its own row."""
     n = keys.shape[0]
     kz, ky, kx = ksize[0], ksize[1], ksize[2]
     nk = kz * ky * kx
     for i in prange(n):          # distinct keys: every cell has one writer
         grid[keys[i]] = i
     nbr = np.empty((n, nk), np.int32)
-    for j in prange(n):
-        b, z, y, x = _unkey(skeys[j], shape)
-        row = srows[j]
+    for row in prange(n):
+        b, z, y, x = _unkey(keys[row], shape)
         k = 0
         for a in range(kz):
             zi = z + offset[0] + a * dilation[0]
@@ -524,6 +542,20 @@ def _use_grid(ncells: int, n: int) -> bool:
     return 0 < ncells <= min(_GRID_CELLS, _GRID_CELLS_PER_SITE * max(n, 1))
 
 
+def _sorted_sites(keys: np.ndarray, order_of: np.ndarray):
+    """(the keys sorted, their rows as int32); raises naming the row when two rows of
+    ``order_of`` (the indices the keys encode) are the same site."""
+    order = np.argsort(keys, kind="stable")
+    skeys = keys[order]
+    if keys.shape[0] > 1:
+        same = np.flatnonzero(skeys[1:] == skeys[:-1])
+        if same.size:
+            dup = int(max(order[same[0]], order[same[0] + 1]))
+            raise ValueError(f"sparse conv: indices row {dup} = {order_of[dup].tolist()} repeats "
+                             "an earlier row (active sites must be distinct)")
+    return skeys, order.astype(np.int32)
+
+
 def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Sequence[int],
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                    subm: bool) -> Rulebook:
@@ -544,27 +576,26 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
         raise ValueError(f"sparse conv: indices row {int(bad[0])} = {idx[bad[0]].tolist()} is "
                          f"outside the spatial shape {list(spatial_shape)} (or has a negative "
                          "batch index)")
-    order = np.argsort(keys, kind="stable")
-    skeys = keys[order]
-    srows = order.astype(np.int32)
-    if n > 1:
-        same = np.flatnonzero(skeys[1:] == skeys[:-1])
-        if same.size:
-            dup = int(max(order[same[0]], order[same[0] + 1]))
-            raise ValueError(f"sparse conv: indices row {dup} = {idx[dup].tolist()} repeats an "
-                             "earlier row (active sites must be distinct)")
+    batch = int(idx[:, 0].max()) + 1 if n else 1
+    in_cells = batch * int(np.prod(shape))
+    if _use_grid(in_cells, n):
+        with _grid_lock:
+            repeats = _grid_repeats(keys, _grid(in_cells))
+        # Sorted only when a search path needs them (or to name a repeated row).
+        sites = _sorted_sites(keys, order_of=idx) if repeats else None
+    else:
+        sites = _sorted_sites(keys, order_of=idx)
     common = dict(spatial_shape=[int(v) for v in spatial_shape], subm=subm,
                   ksize=[int(v) for v in ksize], stride=[int(v) for v in stride],
                   padding=[int(v) for v in padding], dilation=[int(v) for v in dilation])
     nseg = max(1, min(64, n // 2048))   # fixed by the size alone, not by the thread count
-    batch = int(idx[:, 0].max()) + 1 if n else 1
     if subm:
         offset = np.asarray([-(k // 2) * d for k, d in zip(ksize, dilation)], np.int64)
-        ncells = batch * int(np.prod(shape))
-        if _use_grid(ncells, n):
+        if _use_grid(in_cells, n):
             with _grid_lock:
-                nbr = _grid_subm_table(keys, skeys, srows, shape, ks, offset, dl, _grid(ncells))
+                nbr = _grid_subm_table(keys, shape, ks, offset, dl, _grid(in_cells))
         else:
+            skeys, srows = sites
             nbr = _neighbour_table(skeys, srows, shape, skeys, srows, shape, ks,
                                    np.ones(3, np.int64), offset, dl, nseg)
         return Rulebook(nbr=nbr, n_in=n, out_indices=idx,
@@ -581,6 +612,7 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
                                                 _grid(ncells), ncells)
         return Rulebook(nbr=nbr, n_in=n, out_indices=_decode(okeys, oshape_a),
                         out_spatial_shape=oshape, _inv=inv, **common)
+    skeys, srows = sites if sites is not None else _sorted_sites(keys, order_of=idx)
     max_per = 1
     for k, st_, d in zip(ksize, stride, dilation):
         max_per *= k if d != 1 else min(k, -(-k // st_))
