@@ -2,11 +2,12 @@
 ``SparseConv3d`` (same constructor, parameters and KRSC weight layout, so state dicts load
 both ways), taking and returning ``spconv.pytorch.SparseConvTensor``.
 
-Rulebooks are built in Numba over the sorted keys of the active sites (``rulebook.py``); the
+Rulebooks are built in Numba from integer keys of the active sites, through a dense grid of
+cells when it is small, else by searches over the sorted keys (``rulebook.py``); the
 convolution is a blocked gather-GEMM-scatter over the real pairs only (``functional.py``,
 algorithm ``"pairs"``; the previous round's im2col is selectable), parallel and bit-for-bit
-deterministic at any thread count. ``reference.py`` holds the slow, obviously correct version they are tested
-against.
+deterministic at any thread count. ``reference.py`` holds the slow, obviously correct version
+they are tested against.
 """
 from ops.sparse_conv.modules import SparseConv3d, SubMConv3d
 
