@@ -31,3 +31,22 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path_factory, tmp_pat
     # each rank sees one of the two frames per iteration: 1 iteration per epoch, 2 epochs
     assert {"1", "2"} <= set(synced), text[-3000:]
     assert (tmp_path / "epoch_2.pth").is_file()
+
+
+def test_finish_distributed_waits_for_the_ranks_and_destroys_the_group():
+    """``finish_distributed`` (the last call of tools/train.py and tools/test.py) leaves no
+    process group behind for interpreter shutdown to tear down, and is a no-op without one."""
+    code = (
+        "import torch.distributed as dist\n"
+        "from detector.engine.runner import finish_distributed\n"
+        "finish_distributed()\n"  # never started: nothing to do
+        f"dist.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', "
+        "rank=0, world_size=1)\n"
+        "assert dist.is_initialized()\n"
+        "finish_distributed()\n"
+        "print('initialized after:', dist.is_initialized())\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "initialized after: False" in proc.stdout

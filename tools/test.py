@@ -43,7 +43,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from detector.engine.runner import ConfigError, build_runner, load_config
+    from detector.engine.runner import ConfigError, build_runner, finish_distributed, load_config
 
     if not Path(args.checkpoint).is_file():
         print(f"error: checkpoint {args.checkpoint!r} does not exist", file=sys.stderr)
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     runner.test()
+    finish_distributed()
     if args.show_dir:
         from detector.visualization.pictures import write_demo_pictures
 

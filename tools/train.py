@@ -49,7 +49,7 @@ def enable_auto_scale_lr(cfg) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from detector.engine.runner import ConfigError, build_runner, load_config
+    from detector.engine.runner import ConfigError, build_runner, finish_distributed, load_config
 
     try:
         cfg = load_config(args.config, args.cfg_options, args.data_root, phases=("train", "val"))
@@ -82,6 +82,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     runner.train()
+    finish_distributed()
     return 0
 
 

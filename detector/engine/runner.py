@@ -228,6 +228,22 @@ def init_distributed(launcher: str) -> None:
                             world_size=int(os.environ["WORLD_SIZE"]))
 
 
+def finish_distributed() -> None:
+    """End a distributed run cleanly: every rank waits for the others, then the process group is
+    destroyed while the interpreter is still whole.
+
+    Left to interpreter shutdown, gloo's worker threads can outlive the objects they hold and the
+    process dies with ``terminate called without an active exception`` (SIGABRT) after a run
+    that finished - the exit status then reports a failure that did not happen. A no-op when
+    torch.distributed was never started.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class TextCachingConfig(Config):
     """A ``Config`` whose ``pretty_text`` is formatted once per content.
 
