@@ -83,3 +83,25 @@ def test_demo_classes_must_be_one_or_three():
     from detector.engine.demo import demo_settings
     with pytest.raises(ValueError, match="classes must be 1"):
         demo_settings(2)
+
+
+def test_demo_with_more_segments_than_on_disk_regenerates_and_reconverts(tmp_path_factory,
+                                                                         tmp_path, capsys):
+    """A demo directory from an older, smaller demo (here: one train segment fewer than asked):
+    the raw segments are generated again and the converted split is rebuilt from them, not
+    reused with the old segment count."""
+    from detector.datasets.converted import completed_segments
+    from detector.engine.demo import prepare_data
+
+    converted = tiny_data_root(tmp_path_factory)
+    data = tmp_path / "data"
+    shutil.copytree(converted.parent, data)
+    before = len(completed_segments(data / "converted", "train"))
+    s = DemoSettings(work_dir=tmp_path, data_dir=data, train_segments=before + 1,
+                     val_segments=1, frames_per_segment=2, workers=1)
+    root = prepare_data(s)
+    out = capsys.readouterr().out
+    assert f"generating {before + 1} synthetic train segment(s)" in out
+    assert "converting train" in out and "reusing converted val data" in out
+    assert len(list((data / "raw" / "train").glob("*.tfrecord"))) == before + 1
+    assert len(completed_segments(root, "train")) == before + 1

@@ -6,7 +6,7 @@
 # (centerpoint_graddrop_demo.py), on the same converted synthetic data.
 # GT sampling pastes up to 20 vehicles, 10 pedestrians and 10 cyclists per training scene: the
 # synthetic scenes hold ~1.2 cyclists per frame (about 4x Waymo's 0.3, docs/synthetic.md),
-# still too few to learn from in 36 frames alone.
+# still too few to learn from in the demo's 42 frames alone.
 _base_ = ["./centerpoint_graddrop_demo.py"]
 class_names = ["VEHICLE", "PEDESTRIAN", "CYCLIST"]
 point_cloud_range = [-38.4, -38.4, -2.0, 38.4, 38.4, 4.0]
