@@ -33,7 +33,7 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path_factory, tmp_pat
     assert (tmp_path / "epoch_2.pth").is_file()
 
 
-def test_finish_distributed_waits_for_the_ranks_and_destroys_the_group():
+def test_finish_distributed_destroys_the_group_and_is_a_no_op_without_one():
     """``finish_distributed`` (the last call of tools/train.py and tools/test.py) leaves no
     process group behind for interpreter shutdown to tear down, and is a no-op without one."""
     code = (

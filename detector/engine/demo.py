@@ -35,7 +35,7 @@ class DemoSettings:
     # demo's (same seeds, same files).
     data_dir: Path | None = None
     # 7 x 6 = 42 training frames: against 6 segments, +0.10 vehicle L1 AP on a 24-scene split,
-    # better at each of 3 seeds, for ~1.4 more minutes (docs/benchmarks/training.md, section 3e)
+    # better at each of 3 seeds, for 79 s more training (docs/benchmarks/training.md, section 3e)
     train_segments: int = 7
     val_segments: int = 2
     frames_per_segment: int = 6
