@@ -42,6 +42,7 @@ MAX_WIDTH = LANES * MAX_VECTORS  # widest channel count with a kernel
 # Pairs (ggs) / input channels (wgrad) per register group, by vectors per row: R * V
 # accumulators plus V weight (or gradient) vectors stay within AVX-512's 32 registers.
 _GROUP = {1: 12, 2: 8, 3: 5, 4: 4, 5: 3, 6: 2, 7: 2, 8: 2}
+_WCHUNK = 64                    # wgrad: pairs per chunk (their rows stay in the L1 cache)
 
 _f32, _i32, _i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 _vec = ir.VectorType(_f32, LANES)
@@ -110,40 +111,64 @@ def _intrinsic(mod, name, ret, args):
 
 
 def _groups(e: _Emitter, n, size: int, body):
-    """for (p = 0; p + size <= n; p += size) body(p, size); then the rest one at a time."""
+    """for (p = 0; p + size <= n; p += size) body(p, size, None); then, if items are left, one
+    last group body(p, size, n): its rows past n repeat item n - 1 and are not stored (so a
+    tail costs one group, not a group per item)."""
     b = e.b
     pre = b.block
-    head, loop, tail_head, tail, done = (e.block() for _ in range(5))
+    head, loop, tail, done = (e.block() for _ in range(4))
     b.branch(head)
     b.position_at_end(head)
     p = b.phi(_i64)
     p.add_incoming(_i(0), pre)
-    b.cbranch(b.icmp_signed("<=", b.add(p, _i(size)), n), loop, tail_head)
+    b.cbranch(b.icmp_signed("<=", b.add(p, _i(size)), n), loop, tail)
     b.position_at_end(loop)
-    body(p, size)
+    body(p, size, None)
     p.add_incoming(b.add(p, _i(size)), b.block)
     b.branch(head)
-    b.position_at_end(tail_head)
-    q = b.phi(_i64)
-    q.add_incoming(p, head)
-    b.cbranch(b.icmp_signed("<", q, n), tail, done)
     b.position_at_end(tail)
-    body(q, 1)
-    q.add_incoming(b.add(q, _i(1)), b.block)
-    b.branch(tail_head)
+    last = e.block()
+    b.cbranch(b.icmp_signed("<", p, n), last, done)
+    b.position_at_end(last)
+    body(p, size, n)
+    b.branch(done)
     b.position_at_end(done)
 
 
-def _accumulate(e: _Emitter, count, nacc: int, step):
-    """A loop ``j = 0 .. count - 1`` carrying ``nacc`` vector accumulators (zero at the start);
-    ``step(j, accs)`` returns the new ones. Returns the final accumulators (count >= 1)."""
+def _row(e: _Emitter, p, r: int, limit):
+    """Item p + r of a group, clamped to limit - 1 in a last group."""
+    b = e.b
+    q = b.add(p, _i(r))
+    if limit is None:
+        return q
+    return b.select(b.icmp_signed("<", q, limit), q, b.sub(limit, _i(1)))
+
+
+def _guarded(e: _Emitter, p, r: int, limit, store):
+    """store() for row r of a group, skipped for a last group's rows past limit."""
+    b = e.b
+    if limit is None:
+        store()
+        return
+    yes, after = e.block(), e.block()
+    b.cbranch(b.icmp_signed("<", b.add(p, _i(r)), limit), yes, after)
+    b.position_at_end(yes)
+    store()
+    b.branch(after)
+    b.position_at_end(after)
+
+
+def _accumulate(e: _Emitter, start, stop, nacc: int, step):
+    """A loop ``j = start .. stop - 1`` carrying ``nacc`` vector accumulators (zero at the
+    start); ``step(j, accs)`` returns the new ones. Returns the final accumulators
+    (stop > start)."""
     b = e.b
     pre = b.block
     loop, done = e.block(), e.block()
     b.branch(loop)
     b.position_at_end(loop)
     j = b.phi(_i64)
-    j.add_incoming(_i(0), pre)
+    j.add_incoming(start, pre)
     accs = []
     for _ in range(nacc):
         ph = b.phi(_vec)
@@ -155,7 +180,7 @@ def _accumulate(e: _Emitter, count, nacc: int, step):
     j.add_incoming(j2, end)
     for ph, v in zip(accs, new):
         ph.add_incoming(v, end)
-    b.cbranch(b.icmp_signed("<", j2, count), loop, done)
+    b.cbranch(b.icmp_signed("<", j2, stop), loop, done)
     b.position_at_end(done)
     return new
 
@@ -178,10 +203,10 @@ def _emit_ggs(mod: ir.Module, nvec: int) -> None:
     b.cbranch(b.and_(b.icmp_signed(">", n, _i(0)), b.icmp_signed(">", kin, _i(0))), work, ret)
     b.position_at_end(work)
 
-    def group(p, rows):
+    def group(p, rows, limit):
         arow, orow = [], []
         for r in range(rows):
-            pr = b.add(p, _i(r))
+            pr = _row(e, p, r, limit)
             s = b.sext(b.load(b.gep(src, [pr])), _i64)
             d = b.sext(b.load(b.gep(dst, [pr])), _i64)
             arow.append(b.gep(a, [b.mul(s, lda)]))
@@ -196,10 +221,10 @@ def _emit_ggs(mod: ir.Module, nvec: int) -> None:
                 new.extend(b.call(e.fma, [av, wv[v], accs[r * nvec + v]]) for v in range(nvec))
             return new
 
-        acc = _accumulate(e, kin, rows * nvec, step)
+        acc = _accumulate(e, _i(0), kin, rows * nvec, step)
         for r in range(rows):
-            for v in range(nvec):
-                e.add_to(orow[r], v, acc[r * nvec + v])
+            _guarded(e, p, r, limit, lambda r=r: [e.add_to(orow[r], v, acc[r * nvec + v])
+                                                  for v in range(nvec)])
 
     _groups(e, n, _GROUP[nvec], group)
     b.branch(ret)
@@ -215,27 +240,44 @@ def _emit_wgrad(mod: ir.Module, nvec: int) -> None:
     work, ret = e.block(), e.block()
     b.cbranch(b.and_(b.icmp_signed(">", n, _i(0)), b.icmp_signed(">", kin, _i(0))), work, ret)
     b.position_at_end(work)
+    # Pairs in chunks of _WCHUNK: every tile of input channels runs over one chunk's rows while
+    # they are in the L1 cache, and adds its sums into part chunk after chunk.
+    pre = b.block
+    head, body, done = e.block(), e.block(), e.block()
+    b.branch(head)
+    b.position_at_end(head)
+    c0 = b.phi(_i64)
+    c0.add_incoming(_i(0), pre)
+    b.cbranch(b.icmp_signed("<", c0, n), body, done)
+    b.position_at_end(body)
+    c1 = b.add(c0, _i(_WCHUNK))
+    c1 = b.select(b.icmp_signed("<", c1, n), c1, n)
 
-    def tile(i0, rows):
+    def tile(i0, rows, limit):
+        cols = [_row(e, i0, r, limit) for r in range(rows)]
+
         def step(p, accs):
             gr = b.sext(b.load(b.gep(grow, [p])), _i64)
             ar = b.sext(b.load(b.gep(arow, [p])), _i64)
             grow_p = b.gep(g, [b.mul(gr, ldg)])
-            arow_p = b.gep(a, [b.add(b.mul(ar, lda), i0)])
+            arow_p = b.gep(a, [b.mul(ar, lda)])
             gv = [e.load(grow_p, v) for v in range(nvec)]
             new = []
             for r in range(rows):
-                av = e.splat(b.load(b.gep(arow_p, [_i(r)])))
+                av = e.splat(b.load(b.gep(arow_p, [cols[r]])))
                 new.extend(b.call(e.fma, [av, gv[v], accs[r * nvec + v]]) for v in range(nvec))
             return new
 
-        acc = _accumulate(e, n, rows * nvec, step)
+        acc = _accumulate(e, c0, c1, rows * nvec, step)
         for r in range(rows):
-            prow = b.gep(part, [b.mul(b.add(i0, _i(r)), c)])
-            for v in range(nvec):
-                e.add_to(prow, v, acc[r * nvec + v])
+            prow = b.gep(part, [b.mul(cols[r], c)])
+            _guarded(e, i0, r, limit, lambda r=r, prow=prow: [
+                e.add_to(prow, v, acc[r * nvec + v]) for v in range(nvec)])
 
     _groups(e, kin, _GROUP[nvec], tile)
+    c0.add_incoming(c1, b.block)
+    b.branch(head)
+    b.position_at_end(done)
     b.branch(ret)
     b.position_at_end(ret)
     b.ret_void()
