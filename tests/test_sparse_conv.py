@@ -206,6 +206,15 @@ def test_rulebook_rejects_bad_sites(subm, path, monkeypatch):
     with pytest.raises(ValueError, match=rf"row 1500 = {idx[700].tolist()} repeats".replace(
             "[", r"\[").replace("]", r"\]")):
         build_rulebook(idx, shape, subm=subm, **conv)
+    if not subm:
+        # A 1x1x1 stride-2 conv reads no input with an odd coordinate: a repeat there does not
+        # show in the tables (the grid path then checks the sites themselves); at an even one
+        # it does.
+        one = dict(ksize=[1] * 3, stride=[2] * 3, padding=[0] * 3, dilation=[1] * 3)
+        for site in ([0, 1, 1, 1], [0, 2, 2, 2]):
+            with pytest.raises(ValueError, match=r"row 2 = \[0, \d, \d, \d\] repeats"):
+                build_rulebook(np.array([[0, 4, 0, 0], site, site]), [6, 6, 6], subm=False,
+                               **one)
     assert R._grid_memory.size == 0 or (R._grid_memory == -1).all()
 
 

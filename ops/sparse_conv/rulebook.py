@@ -174,16 +174,20 @@ def _grid_repeats(keys, grid):
 
 @njit(cache=True, parallel=True)
 def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
-    """Submanifold ``nbr`` through a dense grid of rows (``grid[key]`` = row, -1 elsewhere; all
-    -1 on entry and again on return): one load per (site, offset), no search. ``keys``
-    distinct; each site writes its own row."""
+    """(submanifold ``nbr``, whether two sites are the same) through a dense grid of rows
+    (``grid[key]`` = row, -1 elsewhere; all -1 on entry and again on return): one load per
+    (site, offset), no search; each site writes its own row. A repeated site leaves a row that
+    does not find itself in its cell (the table is then meaningless: the caller raises)."""
     n = keys.shape[0]
     kz, ky, kx = ksize[0], ksize[1], ksize[2]
     nk = kz * ky * kx
     for i in prange(n):          # distinct keys: every cell has one writer
         grid[keys[i]] = i
     nbr = np.empty((n, nk), np.int32)
+    lost = np.zeros(n, np.uint8)
     for row in prange(n):
+        if grid[keys[row]] != row:   # a repeated site: another row overwrote this one's cell
+            lost[row] = 1
         b, z, y, x = _unkey(keys[row], shape)
         k = 0
         for a in range(kz):
@@ -203,7 +207,7 @@ def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
                     k += 1
     for i in prange(n):
         grid[keys[i]] = -1
-    return nbr
+    return nbr, lost.any()
 
 
 @njit(cache=True, parallel=True)
@@ -211,8 +215,10 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
     """A regular conv's output keys (sorted), ``nbr`` and ``inv`` through a dense grid over the
     output cells (``ncells`` = batch * prod(oshape)): mark every output an active input reaches,
     number the marked cells in key order (a serial scan: the rows come out sorted), then each
-    input writes its (output, offset) entries of both tables (each entry has one writer).
-    ``grid``: at least ``ncells`` cells, all -1 on entry and again on return."""
+    input writes its (output, offset) entries of both tables (each entry has one writer when
+    the sites are distinct). Also returns whether a repeated site was seen (some input's entry
+    in ``nbr`` is another row's) and whether some input is read by no output (its repeats
+    would not show). ``grid``: at least ``ncells`` cells, all -1 on entry and again on return."""
     n = keys.shape[0]
     kz, ky, kx = ksize[0], ksize[1], ksize[2]
     nk = kz * ky * kx
@@ -280,9 +286,23 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
                         nbr[o, k] = i
                         inv[i, k] = o
                     k += 1
+    # Repeated sites: two rows of one site reach the same (output, offset) entries, and only
+    # one of them can be in nbr, so checking each input's first entry finds a repeat; an input
+    # read by no output cannot be checked this way.
+    lost = np.zeros(n, np.uint8)
+    unread = np.zeros(n, np.uint8)
+    for i in prange(n):
+        unread[i] = 1
+        for k in range(nk):
+            o = inv[i, k]
+            if o < m:
+                unread[i] = 0
+                if nbr[o, k] != i:
+                    lost[i] = 1
+                break
     for o in prange(m):
         grid[okeys[o]] = -1
-    return okeys, nbr, inv
+    return okeys, nbr, inv, lost.any(), unread.any()
 
 
 @njit(cache=True, parallel=True)
@@ -556,6 +576,12 @@ def _sorted_sites(keys: np.ndarray, order_of: np.ndarray):
     return skeys, order.astype(np.int32)
 
 
+def _raise_repeat(keys: np.ndarray, order_of: np.ndarray):
+    """Raise the error naming a repeated row (a grid path saw that there is one)."""
+    _sorted_sites(keys, order_of)
+    raise AssertionError("sparse conv: a repeated site was seen but the sorted keys have none")
+
+
 def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Sequence[int],
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                    subm: bool) -> Rulebook:
@@ -578,13 +604,8 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
                          "batch index)")
     batch = int(idx[:, 0].max()) + 1 if n else 1
     in_cells = batch * int(np.prod(shape))
-    if _use_grid(in_cells, n):
-        with _grid_lock:
-            repeats = _grid_repeats(keys, _grid(in_cells))
-        # Sorted only when a search path needs them (or to name a repeated row).
-        sites = _sorted_sites(keys, order_of=idx) if repeats else None
-    else:
-        sites = _sorted_sites(keys, order_of=idx)
+    # Distinct sites: the grid paths find repeats as they build (the keys are sorted only to
+    # name the repeated row, or when a search path needs them sorted).
     common = dict(spatial_shape=[int(v) for v in spatial_shape], subm=subm,
                   ksize=[int(v) for v in ksize], stride=[int(v) for v in stride],
                   padding=[int(v) for v in padding], dilation=[int(v) for v in dilation])
@@ -593,9 +614,11 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
         offset = np.asarray([-(k // 2) * d for k, d in zip(ksize, dilation)], np.int64)
         if _use_grid(in_cells, n):
             with _grid_lock:
-                nbr = _grid_subm_table(keys, shape, ks, offset, dl, _grid(in_cells))
+                nbr, repeated = _grid_subm_table(keys, shape, ks, offset, dl, _grid(in_cells))
+            if repeated:
+                _raise_repeat(keys, idx)
         else:
-            skeys, srows = sites
+            skeys, srows = _sorted_sites(keys, order_of=idx)
             nbr = _neighbour_table(skeys, srows, shape, skeys, srows, shape, ks,
                                    np.ones(3, np.int64), offset, dl, nseg)
         return Rulebook(nbr=nbr, n_in=n, out_indices=idx,
@@ -608,11 +631,16 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
     ncells = batch * int(np.prod(oshape))
     if _use_grid(ncells, n):
         with _grid_lock:
-            okeys, nbr, inv = _grid_conv_tables(keys, shape, oshape_a, ks, st, pd, dl,
-                                                _grid(ncells), ncells)
+            okeys, nbr, inv, repeated, unread = _grid_conv_tables(keys, shape, oshape_a, ks, st,
+                                                                  pd, dl, _grid(ncells), ncells)
+            if unread and not repeated:       # not seen through the tables: check directly
+                repeated = (_grid_repeats(keys, _grid(in_cells)) if _use_grid(in_cells, n)
+                            else _sorted_sites(keys, order_of=idx) is None)
+        if repeated:
+            _raise_repeat(keys, idx)
         return Rulebook(nbr=nbr, n_in=n, out_indices=_decode(okeys, oshape_a),
                         out_spatial_shape=oshape, _inv=inv, **common)
-    skeys, srows = sites if sites is not None else _sorted_sites(keys, order_of=idx)
+    skeys, srows = _sorted_sites(keys, order_of=idx)
     max_per = 1
     for k, st_, d in zip(ksize, stride, dilation):
         max_per *= k if d != 1 else min(k, -(-k // st_))
