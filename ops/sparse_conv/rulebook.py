@@ -173,7 +173,7 @@ def _grid_repeats(keys, grid):
 
 
 @njit(cache=True, parallel=True)
-def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
+def _grid_subm_table(keys, idx, shape, ksize, offset, dilation, grid):
     """(submanifold ``nbr``, whether two sites are the same) through a dense grid of rows
     (``grid[key]`` = row, -1 elsewhere; all -1 on entry and again on return): one load per
     (site, offset), no search; each site writes its own row. A repeated site leaves a row that
@@ -188,7 +188,7 @@ def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
     for row in prange(n):
         if grid[keys[row]] != row:   # a repeated site: another row overwrote this one's cell
             lost[row] = 1
-        b, z, y, x = _unkey(keys[row], shape)
+        b, z, y, x = np.int64(idx[row, 0]), idx[row, 1], idx[row, 2], idx[row, 3]
         k = 0
         for a in range(kz):
             zi = z + offset[0] + a * dilation[0]
@@ -210,36 +210,45 @@ def _grid_subm_table(keys, shape, ksize, offset, dilation, grid):
     return nbr, lost.any()
 
 
+def _axis_taps(n: int, on: int, k: int, s: int, p: int, d: int) -> np.ndarray:
+    """(n, k) int64: for input coordinate x along one axis and kernel tap e, the output
+    coordinate that reads x through e (``(x + p - e * d) / s`` when whole and inside
+    ``[0, on)``), else -1. A table, so the rulebook kernels divide by no stride."""
+    t = np.arange(n, dtype=np.int64)[:, None] + p - np.arange(k, dtype=np.int64)[None, :] * d
+    ok = (t >= 0) & (t % s == 0) & (t // s < on)
+    return np.where(ok, t // s, -1)
+
+
 @njit(cache=True, parallel=True)
-def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, grid, ncells):
+def _grid_conv_tables(idx, oshape, tz_of, ty_of, tx_of, grid, ncells):
     """A regular conv's output keys (sorted), ``nbr`` and ``inv`` through a dense grid over the
     output cells (``ncells`` = batch * prod(oshape)): mark every output an active input reaches,
     number the marked cells in key order (a serial scan: the rows come out sorted), then each
     input writes its (output, offset) entries of both tables (each entry has one writer when
     the sites are distinct). Also returns whether a repeated site was seen (some input's entry
     in ``nbr`` is another row's) and whether some input is read by no output (its repeats
-    would not show). ``grid``: at least ``ncells`` cells, all -1 on entry and again on return."""
-    n = keys.shape[0]
-    kz, ky, kx = ksize[0], ksize[1], ksize[2]
+    would not show). ``idx``: the (b, z, y, x) input sites; ``t*_of``: ``_axis_taps`` per axis.
+    ``grid``: at least ``ncells`` cells, all -1 on entry and again on return."""
+    n = idx.shape[0]
+    kz, ky, kx = tz_of.shape[1], ty_of.shape[1], tx_of.shape[1]
     nk = kz * ky * kx
     # Mark (parallel over the inputs): several inputs may mark one cell, all with the same 0, so
     # the result is the same whichever store lands last.
     for i in prange(n):
-        b, z, y, x = _unkey(keys[i], shape)
+        b, z, y, x = np.int64(idx[i, 0]), idx[i, 1], idx[i, 2], idx[i, 3]
         for a in range(kz):
-            tz = z + padding[0] - a * dilation[0]
-            if tz < 0 or tz % stride[0] != 0 or tz // stride[0] >= oshape[0]:
+            oz = tz_of[z, a]
+            if oz < 0:
                 continue
             for c in range(ky):
-                ty = y + padding[1] - c * dilation[1]
-                if ty < 0 or ty % stride[1] != 0 or ty // stride[1] >= oshape[1]:
+                oy = ty_of[y, c]
+                if oy < 0:
                     continue
-                base = (b * oshape[0] + tz // stride[0]) * oshape[1] + ty // stride[1]
+                base = ((b * oshape[0] + oz) * oshape[1] + oy) * oshape[2]
                 for e in range(kx):
-                    tx = x + padding[2] - e * dilation[2]
-                    if tx < 0 or tx % stride[2] != 0 or tx // stride[2] >= oshape[2]:
-                        continue
-                    grid[base * oshape[2] + tx // stride[2]] = 0
+                    ox = tx_of[x, e]
+                    if ox >= 0:
+                        grid[base + ox] = 0
     # Number the marked cells in key order: a count per fixed span of cells (parallel), the
     # spans' first numbers by a serial prefix sum, then each span numbers its own cells.
     nspan = _GRID_SPANS
@@ -268,24 +277,25 @@ def _grid_conv_tables(keys, shape, oshape, ksize, stride, padding, dilation, gri
             nbr[o, k] = n
     inv = np.empty((n, nk), np.int32)
     for i in prange(n):
-        b, z, y, x = _unkey(keys[i], shape)
+        b, z, y, x = np.int64(idx[i, 0]), idx[i, 1], idx[i, 2], idx[i, 3]
         for k in range(nk):
             inv[i, k] = m
-        k = 0
         for a in range(kz):
-            tz = z + padding[0] - a * dilation[0]
-            zok = tz >= 0 and tz % stride[0] == 0 and tz // stride[0] < oshape[0]
+            oz = tz_of[z, a]
+            if oz < 0:
+                continue
             for c in range(ky):
-                ty = y + padding[1] - c * dilation[1]
-                yok = zok and ty >= 0 and ty % stride[1] == 0 and ty // stride[1] < oshape[1]
-                base = (b * oshape[0] + tz // stride[0]) * oshape[1] + ty // stride[1]
+                oy = ty_of[y, c]
+                if oy < 0:
+                    continue
+                base = ((b * oshape[0] + oz) * oshape[1] + oy) * oshape[2]
+                k = (a * ky + c) * kx
                 for e in range(kx):
-                    tx = x + padding[2] - e * dilation[2]
-                    if yok and tx >= 0 and tx % stride[2] == 0 and tx // stride[2] < oshape[2]:
-                        o = grid[base * oshape[2] + tx // stride[2]]
-                        nbr[o, k] = i
-                        inv[i, k] = o
-                    k += 1
+                    ox = tx_of[x, e]
+                    if ox >= 0:
+                        o = grid[base + ox]
+                        nbr[o, k + e] = i
+                        inv[i, k + e] = o
     # Repeated sites: two rows of one site reach the same (output, offset) entries, and only
     # one of them can be in nbr, so checking each input's first entry finds a repeat; an input
     # read by no output cannot be checked this way.
@@ -614,7 +624,8 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
         offset = np.asarray([-(k // 2) * d for k, d in zip(ksize, dilation)], np.int64)
         if _use_grid(in_cells, n):
             with _grid_lock:
-                nbr, repeated = _grid_subm_table(keys, shape, ks, offset, dl, _grid(in_cells))
+                nbr, repeated = _grid_subm_table(keys, idx, shape, ks, offset, dl,
+                                                 _grid(in_cells))
             if repeated:
                 _raise_repeat(keys, idx)
         else:
@@ -631,8 +642,10 @@ def build_rulebook(indices: np.ndarray, spatial_shape: Sequence[int], ksize: Seq
     ncells = batch * int(np.prod(oshape))
     if _use_grid(ncells, n):
         with _grid_lock:
-            okeys, nbr, inv, repeated, unread = _grid_conv_tables(keys, shape, oshape_a, ks, st,
-                                                                  pd, dl, _grid(ncells), ncells)
+            taps = [_axis_taps(int(spatial_shape[a]), oshape[a], int(ksize[a]), int(stride[a]),
+                               int(padding[a]), int(dilation[a])) for a in range(3)]
+            okeys, nbr, inv, repeated, unread = _grid_conv_tables(idx, oshape_a, *taps,
+                                                                  _grid(ncells), ncells)
             if unread and not repeated:       # not seen through the tables: check directly
                 repeated = (_grid_repeats(keys, _grid(in_cells)) if _use_grid(in_cells, n)
                             else _sorted_sites(keys, order_of=idx) is None)
