@@ -185,23 +185,37 @@ def _accumulate(e: _Emitter, start, stop, nacc: int, step):
     return new
 
 
-def _entry(mod, name, params):
-    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), params), name)
+_PARAMS = [_fptr, _i64, _fptr, _i64, _iptr, _iptr, _i64, _fptr, _i64, _i64]   # both kernels
+
+
+def _kernel(mod, name: str, nvec: int):
+    """A kernel function with the shared signature (pointer arguments noalias), positioned in
+    the block that runs when ``n`` (argument 6) and ``kin`` (argument 3 of ggs, 8 of wgrad)
+    are both positive. Returns (args, emitter, the return block)."""
+    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), _PARAMS), name)
     for a in fn.args:
         if isinstance(a.type, ir.PointerType):
             a.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    return fn, b
+    args = fn.args
+    e = _Emitter(mod, fn, b, args[9], nvec)
+    kin = args[3] if name == ggs_name(nvec) else args[8]
+    work, ret = e.block(), e.block()
+    b.cbranch(b.and_(b.icmp_signed(">", args[6], _i(0)), b.icmp_signed(">", kin, _i(0))),
+              work, ret)
+    b.position_at_end(work)
+    return args, e, ret
+
+
+def _finish(e: _Emitter, ret) -> None:
+    e.b.branch(ret)
+    e.b.position_at_end(ret)
+    e.b.ret_void()
 
 
 def _emit_ggs(mod: ir.Module, nvec: int) -> None:
-    fn, b = _entry(mod, ggs_name(nvec), [_fptr, _i64, _fptr, _i64, _iptr, _iptr, _i64, _fptr,
-                                          _i64, _i64])
-    a, lda, w, kin, src, dst, n, out, ldo, c = fn.args
-    e = _Emitter(mod, fn, b, c, nvec)
-    work, ret = e.block(), e.block()
-    b.cbranch(b.and_(b.icmp_signed(">", n, _i(0)), b.icmp_signed(">", kin, _i(0))), work, ret)
-    b.position_at_end(work)
+    (a, lda, w, kin, src, dst, n, out, ldo, c), e, ret = _kernel(mod, ggs_name(nvec), nvec)
+    b = e.b
 
     def group(p, rows, limit):
         arow, orow = [], []
@@ -227,19 +241,12 @@ def _emit_ggs(mod: ir.Module, nvec: int) -> None:
                                                   for v in range(nvec)])
 
     _groups(e, n, _GROUP[nvec], group)
-    b.branch(ret)
-    b.position_at_end(ret)
-    b.ret_void()
+    _finish(e, ret)
 
 
 def _emit_wgrad(mod: ir.Module, nvec: int) -> None:
-    fn, b = _entry(mod, wgrad_name(nvec), [_fptr, _i64, _fptr, _i64, _iptr, _iptr, _i64, _fptr,
-                                            _i64, _i64])
-    a, lda, g, ldg, arow, grow, n, part, kin, c = fn.args
-    e = _Emitter(mod, fn, b, c, nvec)
-    work, ret = e.block(), e.block()
-    b.cbranch(b.and_(b.icmp_signed(">", n, _i(0)), b.icmp_signed(">", kin, _i(0))), work, ret)
-    b.position_at_end(work)
+    (a, lda, g, ldg, arow, grow, n, part, kin, c), e, ret = _kernel(mod, wgrad_name(nvec), nvec)
+    b = e.b
     # Pairs in chunks of _WCHUNK: every tile of input channels runs over one chunk's rows while
     # they are in the L1 cache, and adds its sums into part chunk after chunk.
     pre = b.block
@@ -278,9 +285,7 @@ def _emit_wgrad(mod: ir.Module, nvec: int) -> None:
     c0.add_incoming(c1, b.block)
     b.branch(head)
     b.position_at_end(done)
-    b.branch(ret)
-    b.position_at_end(ret)
-    b.ret_void()
+    _finish(e, ret)
 
 
 def module_ir() -> str:
